@@ -1,0 +1,45 @@
+"""duckserve: Snowflake-style model serving over DuckDB.
+
+`import duckserve` stays cheap: duckdb, sqlglot and the frameworks load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# PEP 249 module globals
+apilevel = "2.0"
+threadsafety = 1
+paramstyle = "qmark"
+
+if TYPE_CHECKING:
+    from duckserve.sql.connection import Connection
+
+
+def connect(
+    database: str = ":memory:",
+    home: str | None = None,
+    user: str | None = None,
+    role: str | None = None,
+    warehouse: str | None = None,
+    **kwargs: Any,
+) -> Connection:
+    """Open a PEP 249 connection: DuckDB ``database`` plus the account in ``home``.
+
+    ``home`` defaults to ``$DUCKSERVE_HOME``, else ``~/.duckserve``. ``user`` defaults to the
+    account's administrator (ADMIN); ``role`` to the user's default role.
+    """
+    from duckserve.sql.connection import Connection
+
+    return Connection(database=database, home=home, user=user, role=role, warehouse=warehouse, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 249 exception classes as module attributes, loaded lazily like everything else.
+    from duckserve import errors
+
+    if hasattr(errors, name):
+        return getattr(errors, name)
+    raise AttributeError(f"module 'duckserve' has no attribute {name!r}")
