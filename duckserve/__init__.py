@@ -38,8 +38,9 @@ def connect(
 
 def __getattr__(name: str) -> Any:
     # PEP 249 exception classes as module attributes, loaded lazily like everything else.
-    from duckserve import errors
+    import importlib
 
-    if hasattr(errors, name):
+    errors = importlib.import_module("duckserve.errors")
+    if name != "errors" and hasattr(errors, name):
         return getattr(errors, name)
     raise AttributeError(f"module 'duckserve' has no attribute {name!r}")

@@ -81,5 +81,5 @@ class Denied:
             fix = f"GRANT OWNERSHIP ON {on} TO ROLE {display(self.role)}"
         else:
             fix = f"GRANT {first} ON {on} TO ROLE {display(self.role)}"
-        by = f" (as {self.owner} or ACCOUNTADMIN)" if self.owner else " (as ACCOUNTADMIN)"
+        by = f" (as {self.owner} or ACCOUNTADMIN)" if self.owner and self.owner != ACCOUNTADMIN else " (as ACCOUNTADMIN)"
         return f"role {self.role} cannot {action}: it lacks {wanted} on {target}; run {fix}{by}"

@@ -10,18 +10,25 @@ home directory is the security boundary on the machine; network endpoints authen
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from duckserve.engine import access as A
 from duckserve.engine.catalog import Catalog, CatalogObject, now
 from duckserve.engine.families import FAMILIES, instance_family
-from duckserve.engine.names import DEFAULT_DATABASE, DEFAULT_SCHEMA, ObjectName, closest, display
+from duckserve.engine.names import (
+    DEFAULT_DATABASE,
+    DEFAULT_SCHEMA,
+    ObjectName,
+    closest,
+    display,
+    parse_simple_name,
+)
 from duckserve.engine.results import Rows, like_matcher
 from duckserve.errors import (
     InsufficientPrivileges,
-    IntegrityError,
     ObjectExists,
     ObjectNotFound,
     ProgrammingError,
@@ -112,19 +119,20 @@ class Account:
     # -- sessions ---------------------------------------------------------------------------------
     def open_session(self, user: str | None = None, role: str | None = None,
                      warehouse: str | None = None) -> Session:
-        user_name = (user or A.ADMIN_USER)
+        user_name = parse_simple_name(user, "user") if user else A.ADMIN_USER
         user_obj = self._find_account_object(A.USER, user_name)
         if user_obj.props.get("disabled"):
             raise ProgrammingError(f"user {user_obj.name} is disabled: run ALTER USER {display(user_obj.name)} SET DISABLED = FALSE")
         session = Session(user=user_obj.name, role=A.PUBLIC, warehouse=None)
-        wanted_role = role or user_obj.props.get("default_role")
+        wanted_role = parse_simple_name(role, "role") if role else user_obj.props.get("default_role")
         if wanted_role:
             try:
                 self.use_role(session, wanted_role)
             except ProgrammingError:
                 if role:
                     raise
-        wanted_wh = warehouse or user_obj.props.get("default_warehouse") or DEFAULT_WAREHOUSE
+        wanted_wh = (parse_simple_name(warehouse, "warehouse") if warehouse
+                     else user_obj.props.get("default_warehouse") or DEFAULT_WAREHOUSE)
         try:
             self.use_warehouse(session, wanted_wh)
         except ProgrammingError:
@@ -220,14 +228,15 @@ class Account:
     def _find_account_object(self, kind: str, name: str) -> CatalogObject:
         obj = self.catalog.get(kind, name)
         if obj is None:
-            raise self._not_found(kind, name, [o.name for o in self.catalog.list(kind)])
+            raise self._not_found(kind, display(name), [display(o.name) for o in self.catalog.objects(kind)])
         return obj
 
-    def _not_found(self, kind: str, name: str, candidates: list[str]) -> ObjectNotFound:
-        hint = closest(name, candidates)
-        message = f"{A.kind_label(kind)} {display(name)} does not exist"
+    def _not_found(self, kind: str, label: str, candidates: list[str]) -> ObjectNotFound:
+        """``label`` and ``candidates`` are names as they are written in SQL."""
+        hint = closest(label, candidates)
+        message = f"{A.kind_label(kind)} {label} does not exist"
         if hint:
-            message += f"; did you mean {display(hint)}?"
+            message += f"; did you mean {hint}?"
         elif kind == A.COMPUTE_POOL:
             message += "; create it with CREATE COMPUTE POOL"
         elif kind == A.IMAGE_REPOSITORY:
@@ -242,7 +251,7 @@ class Account:
             plain = name.name if isinstance(name, ObjectName) else name
             obj = self.catalog.get(kind, plain)
             if obj is None and not missing_ok:
-                raise self._not_found(kind, plain, [o.name for o in self.catalog.list(kind)])
+                raise self._not_found(kind, display(plain), [display(o.name) for o in self.catalog.objects(kind)])
             return obj
         ref = name if isinstance(name, ObjectName) else ObjectName(name)
         database = session.database if session else DEFAULT_DATABASE
@@ -250,12 +259,12 @@ class Account:
         full = ref.in_schema(database, schema)
         obj = self.catalog.get(kind, full.name, full.database, full.schema)
         if obj is None and not (ref.database and ref.schema):
-            same_name = [o for o in self.catalog.list(kind, name=ref.name)
+            same_name = [o for o in self.catalog.objects(kind, name=ref.name)
                          if not ref.schema or o.schema == ref.schema]
             if len(same_name) == 1:
                 obj = same_name[0]
         if obj is None and not missing_ok:
-            raise self._not_found(kind, full.qualified, [display_key(o) for o in self.catalog.list(kind)])
+            raise self._not_found(kind, full.qualified, [display_key(o) for o in self.catalog.objects(kind)])
         return obj
 
     def qualify(self, name: ObjectName, session: Session) -> ObjectName:
@@ -386,7 +395,7 @@ class Account:
 
     def _pool_record(self, pool: CatalogObject) -> dict[str, Any]:
         p = pool.props
-        services = [s for s in self.catalog.list(A.SERVICE) if s.props.get("compute_pool") == pool.name]
+        services = [s for s in self.catalog.objects(A.SERVICE) if s.props.get("compute_pool") == pool.name]
         running = [s for s in services if s.props.get("status") not in ("SUSPENDED",)]
         nodes = 0 if p["state"] == "SUSPENDED" else p["min_nodes"]
         active = min(nodes, len(running))
@@ -425,7 +434,7 @@ class Account:
 
     def _visible(self, session: Session, kind: str, like: str | None, **where: str) -> list[CatalogObject]:
         matcher = like_matcher(like)
-        return [o for o in self.catalog.list(kind, **where)
+        return [o for o in self.catalog.objects(kind, **where)
                 if (matcher is None or matcher.match(o.name)) and self.visible(session, o)]
 
     # -- image repositories -----------------------------------------------------------------------
@@ -448,7 +457,7 @@ class Account:
 
     def drop_image_repository(self, session: Session, name: ObjectName, if_exists: bool = False) -> Rows:
         def before(repo: CatalogObject) -> None:
-            for image in self.catalog.list(A.IMAGE, database=repo.database, schema=repo.schema):
+            for image in self.catalog.objects(A.IMAGE, database=repo.database, schema=repo.schema):
                 if image.props.get("repository") == repo.name:
                     self.catalog.delete(image)
 
@@ -473,7 +482,7 @@ class Account:
         records = [
             {"created_on": i.created_on, "image_name": i.props["image_name"], "tags": i.props.get("tag", "latest"),
              "digest": i.props.get("digest"), "image_path": i.props.get("image_path")}
-            for i in self.catalog.list(A.IMAGE, database=repo.database, schema=repo.schema)
+            for i in self.catalog.objects(A.IMAGE, database=repo.database, schema=repo.schema)
             if i.props.get("repository") == repo.name
         ]
         return Rows.of(("created_on", "image_name", "tags", "digest", "image_path"), records,
@@ -620,7 +629,7 @@ class Account:
         current_user_roles = self.user_roles(session.user)
         default_role = (self.catalog.get(A.USER, session.user) or CatalogObject(A.USER, "", "")).props.get("default_role")
         records = []
-        for role in self.catalog.list(A.ROLE):
+        for role in self.catalog.objects(A.ROLE):
             if matcher and not matcher.match(role.name):
                 continue
             grants_of = self.catalog.grants(privilege="USAGE", object_kind=A.ROLE, object_name=role.name)
@@ -702,7 +711,7 @@ class Account:
     def show_users(self, session: Session, like: str | None = None) -> Rows:
         matcher = like_matcher(like)
         records = []
-        for user in self.catalog.list(A.USER):
+        for user in self.catalog.objects(A.USER):
             if matcher and not matcher.match(user.name):
                 continue
             p = user.props
@@ -830,15 +839,16 @@ class Account:
             for g in cat.grants(grantee_kind=A.ROLE, grantee=role.name):
                 records.append(self._grant_record(g))
             for kind in A.PRIVILEGES:
-                for obj in cat.list(kind, owner=role.name):
+                for obj in cat.objects(kind, owner=role.name):
                     records.append(self._ownership_record(obj))
         else:
             assert on_kind is not None
             if on_kind == A.ACCOUNT:
                 records = [self._grant_record(g) for g in cat.grants(object_kind=A.ACCOUNT)]
             else:
-                obj = self.find(on_kind, on_name or "", session)
-                assert obj is not None
+                found = self.find(on_kind, on_name or "", session)
+                assert found is not None
+                obj = found
                 self.require(session, obj, A.PRIVILEGES.get(on_kind, ()), f"show grants on {A.kind_label(on_kind)} {display_key(obj)}")
                 records = [self._ownership_record(obj)]
                 records += [self._grant_record(g) for g in cat.grants(object_kind=on_kind, object_name=obj.key)]

@@ -12,11 +12,12 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from duckserve.errors import OperationalError
 
@@ -188,7 +189,7 @@ class Catalog:
         )
         return _row_to_object(rows[0]) if rows else None
 
-    def list(self, kind: str, **where: str) -> list[CatalogObject]:
+    def objects(self, kind: str, **where: str) -> list[CatalogObject]:
         sql, params = "SELECT * FROM objects WHERE kind = ?", [kind]
         for column in ("database", "schema", "name", "owner"):
             if column in where:

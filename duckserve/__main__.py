@@ -1,0 +1,5 @@
+import sys
+
+from duckserve.sql.cli import main
+
+sys.exit(main())

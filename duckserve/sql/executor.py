@@ -1,0 +1,188 @@
+"""Execute duckserve's typed statements against the engine; every result is a ``Rows``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from duckserve.engine import access as A
+from duckserve.engine.account import Account, Session
+from duckserve.engine.names import ObjectName
+from duckserve.engine.results import Rows
+from duckserve.errors import NotSupportedError, ProgrammingError
+from duckserve.sql import statements as S
+
+Handler = Callable[[Account, Session, Any], Rows]
+
+
+def _create(account: Account, session: Session, st: S.Create) -> Rows:
+    p = dict(st.properties)
+    flags = {"or_replace": st.or_replace, "if_not_exists": st.if_not_exists}
+    name = st.name.name
+    if st.kind == A.COMPUTE_POOL:
+        return account.create_compute_pool(
+            session, name, min_nodes=p["MIN_NODES"], max_nodes=p["MAX_NODES"],
+            instance_family=str(p["INSTANCE_FAMILY"]), auto_resume=p.get("AUTO_RESUME", True),
+            auto_suspend_secs=p.get("AUTO_SUSPEND_SECS", 3600),
+            initially_suspended=p.get("INITIALLY_SUSPENDED", False), comment=p.get("COMMENT"), **flags)
+    if st.kind == A.IMAGE_REPOSITORY:
+        return account.create_image_repository(session, st.name, comment=p.get("COMMENT"), **flags)
+    if st.kind == A.WAREHOUSE:
+        return account.create_warehouse(session, name, size=str(p.pop("WAREHOUSE_SIZE", "XSMALL")),
+                                        comment=p.pop("COMMENT", None), settings=p, **flags)
+    if st.kind == A.ROLE:
+        return account.create_role(session, name, comment=p.get("COMMENT"), **flags)
+    if st.kind == A.USER:
+        return account.create_user(session, name, settings=p, **flags)
+    raise NotSupportedError(f"CREATE {st.kind} is not supported")
+
+
+def _alter(account: Account, session: Session, st: S.Alter) -> Rows:
+    name = st.name.name
+    if st.kind == A.COMPUTE_POOL:
+        return account.alter_compute_pool(session, name, st.action, st.properties, st.if_exists)
+    if st.kind == A.WAREHOUSE:
+        return account.alter_warehouse(session, name, st.action, st.properties, st.if_exists)
+    if st.kind == A.USER:
+        return account.alter_user(session, name, st.properties, unset=st.action == "UNSET", if_exists=st.if_exists)
+    raise NotSupportedError(f"ALTER {st.kind} is not supported")
+
+
+def _drop(account: Account, session: Session, st: S.Drop) -> Rows:
+    drops: dict[str, Callable[..., Rows]] = {
+        A.COMPUTE_POOL: account.drop_compute_pool,
+        A.WAREHOUSE: account.drop_warehouse,
+        A.ROLE: account.drop_role,
+        A.USER: account.drop_user,
+    }
+    if st.kind == A.IMAGE_REPOSITORY:
+        return account.drop_image_repository(session, st.name, st.if_exists)
+    if st.kind in drops:
+        return drops[st.kind](session, st.name.name, st.if_exists)
+    raise NotSupportedError(f"DROP {st.kind} is not supported")
+
+
+def _show(account: Account, session: Session, st: S.Show) -> Rows:
+    if st.what == "COMPUTE POOLS":
+        return account.show_compute_pools(session, st.like)
+    if st.what == "IMAGE REPOSITORIES":
+        rows = account.show_image_repositories(session, st.like)
+        return _filter_namespace(rows, st, session)
+    if st.what == "IMAGES":
+        assert st.in_name is not None
+        return account.show_images(session, st.in_name)
+    if st.what == "WAREHOUSES":
+        return account.show_warehouses(session, st.like)
+    if st.what == "ROLES":
+        return account.show_roles(session, st.like)
+    if st.what == "USERS":
+        return account.show_users(session, st.like)
+    if st.what == "GRANTS":
+        name = st.in_name.name if st.in_name is not None else None
+        if st.in_kind == "TO ROLE":
+            return account.show_grants(session, to_role=name)
+        if st.in_kind == "TO USER":
+            return account.show_grants(session, to_user=name)
+        if st.in_kind == "OF ROLE":
+            return account.show_grants(session, of_role=name)
+        if st.in_kind and st.in_kind.startswith("ON "):
+            kind = st.in_kind[3:]
+            target: str | ObjectName | None = st.in_name if kind in A.SCHEMA_KINDS else name
+            return account.show_grants(session, on_kind=kind, on_name=target)
+        return account.show_grants(session)
+    raise NotSupportedError(f"SHOW {st.what} is not supported")
+
+
+def _filter_namespace(rows: Rows, st: S.Show, session: Session) -> Rows:
+    """SHOW ... IN DATABASE d / IN SCHEMA [d.]s for schema objects."""
+    if st.in_kind not in ("DATABASE", "SCHEMA") or st.in_name is None:
+        return rows
+    db_i, schema_i = rows.columns.index("database_name"), rows.columns.index("schema_name")
+    if st.in_kind == "DATABASE":
+        keep = [r for r in rows.rows if r[db_i] == st.in_name.name]
+    else:
+        database = st.in_name.schema or session.database
+        keep = [r for r in rows.rows if r[db_i] == database and r[schema_i] == st.in_name.name]
+    return Rows(rows.columns, keep, rows.types)
+
+
+def _describe(account: Account, session: Session, st: S.Describe) -> Rows:
+    if st.kind == A.COMPUTE_POOL:
+        return account.describe_compute_pool(session, st.name.name)
+    if st.kind == A.WAREHOUSE:
+        rows = account.show_warehouses(session, None)
+        match = [r for r in rows.rows if r[0] == st.name.name]
+        if not match:
+            account.find(A.WAREHOUSE, st.name.name)
+        return Rows(rows.columns, match, rows.types)
+    if st.kind == A.USER:
+        rows = account.show_users(session, None)
+        match = [r for r in rows.rows if r[0] == st.name.name]
+        if not match:
+            account.find(A.USER, st.name.name)
+        return Rows(["property", "value"], [(c, None if v is None else str(v)) for c, v in zip(rows.columns, match[0])])
+    if st.kind == A.IMAGE_REPOSITORY:
+        repo = account.find(A.IMAGE_REPOSITORY, st.name, session)
+        assert repo is not None
+        rows = account.show_image_repositories(session, None)
+        return Rows(rows.columns, [r for r in rows.rows if r[1] == repo.name and r[2] == repo.database
+                                   and r[3] == repo.schema], rows.types)
+    raise NotSupportedError(f"DESCRIBE {st.kind} is not supported")
+
+
+def _use(account: Account, session: Session, st: S.Use) -> Rows:
+    if st.kind == "ROLE":
+        return account.use_role(session, st.name.name)
+    if st.kind == "WAREHOUSE":
+        return account.use_warehouse(session, st.name.name)
+    if st.kind == "DATABASE":
+        session.database = st.name.name
+    elif st.kind == "SCHEMA":
+        session.schema = st.name.name
+        if st.name.schema:
+            session.database = st.name.schema
+    return Rows.status("Statement executed successfully.")
+
+
+def _grant_privileges(account: Account, session: Session, st: S.GrantPrivileges) -> Rows:
+    name: str | ObjectName | None = st.on_name
+    if st.on_name is not None and st.on_kind not in A.SCHEMA_KINDS:
+        name = st.on_name.name
+    return account.grant(session, st.privileges, st.on_kind, name, st.role, revoke=st.revoke)
+
+
+def _grant_role(account: Account, session: Session, st: S.GrantRole) -> Rows:
+    return account.grant_role(session, st.role, st.to_kind, st.to_name, revoke=st.revoke)
+
+
+def _grant_service_role(account: Account, session: Session, st: S.GrantServiceRole) -> Rows:
+    return account.grant_service_role(session, st.service, st.service_role, st.role, revoke=st.revoke)
+
+
+def _call(account: Account, session: Session, st: S.Call) -> Rows:
+    handler = SYSTEM_FUNCTIONS.get(st.function)
+    if handler is None:
+        known = ", ".join(sorted(SYSTEM_FUNCTIONS)) or "none yet"
+        raise ProgrammingError(f"unknown system function {st.function}: duckserve provides {known}")
+    return handler(account, session, st.arguments)
+
+
+#: CALL SYSTEM$NAME(args) -> handler(account, session, args)
+SYSTEM_FUNCTIONS: dict[str, Callable[[Account, Session, list[Any]], Rows]] = {}
+
+EXECUTORS: dict[type, Handler] = {
+    S.Create: _create,
+    S.Alter: _alter,
+    S.Drop: _drop,
+    S.Show: _show,
+    S.Describe: _describe,
+    S.Use: _use,
+    S.GrantPrivileges: _grant_privileges,
+    S.GrantRole: _grant_role,
+    S.GrantServiceRole: _grant_service_role,
+    S.Call: _call,
+}
+
+
+def execute(account: Account, session: Session, statement: S.Statement) -> Rows:
+    return EXECUTORS[type(statement)](account, session, statement)
