@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -41,9 +42,9 @@ from starlette.routing import Route
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, display_key
 from duckserve.engine.catalog import CatalogObject
-from duckserve.engine.names import DEFAULT_DATABASE, DEFAULT_SCHEMA, ObjectName, display, parse_name
+from duckserve.engine.names import DEFAULT_DATABASE, DEFAULT_SCHEMA, ObjectName, display, normalize
 from duckserve.engine.tokens import TokenError, authenticate, how_to_get_a_token, parse_authorization
-from duckserve.errors import Error
+from duckserve.errors import Error, ProgrammingError
 
 log = logging.getLogger("duckserve.ingress")
 
@@ -248,9 +249,34 @@ class Ingress:
                 self.client = None
 
 
+_NAME_PART = re.compile(r'"((?:[^"]|"")*)"|([^."]+)')
+
+
+def parse_service_name(text: str) -> ObjectName:
+    """``DB.SCHEMA.NAME`` as written in SQL (unquoted parts upper-cased, quoted parts kept)."""
+    parts: list[str] = []
+    position = 0
+    while True:
+        match = _NAME_PART.match(text, position)
+        if match is None:
+            raise ProgrammingError(f"invalid service name {text!r}: write DB.SCHEMA.NAME")
+        quoted, plain = match.group(1), match.group(2)
+        parts.append(normalize(quoted.replace('""', '"'), True) if quoted is not None else normalize(plain.strip()))
+        position = match.end()
+        if position == len(text):
+            break
+        if text[position] != "." or len(parts) == 3:
+            raise ProgrammingError(f"invalid service name {text!r}: write DB.SCHEMA.NAME")
+        position += 1
+    if any(not p for p in parts):
+        raise ProgrammingError(f"invalid service name {text!r}: write DB.SCHEMA.NAME")
+    padded = ["", "", *parts][-3:]
+    return ObjectName(padded[2], padded[1], padded[0])
+
+
 def create_app(home: Path | str, service: ObjectName | str) -> Starlette:
     """The ingress application of one service."""
-    name = parse_name(service, "service name") if isinstance(service, str) else service
+    name = parse_service_name(service) if isinstance(service, str) else service
     ingress = Ingress(home, name)
     routes = [
         Route("/healthz", ingress.healthz, methods=["GET"]),
@@ -319,7 +345,7 @@ def serve(home: Path | str, service: str, host: str = "127.0.0.1", port: int = 0
                 write_port_file(port_file, bound_port)
             if on_listening is not None:
                 on_listening(bound_port)
-            log.info("ingress of service %s listening on http://%s:%d", service, host, bound_port)
+            log.info("ingress of service %s listening on http://%s:%d", app.state.ingress.label, host, bound_port)
         await task
 
     asyncio.run(run())
@@ -335,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", help="where to write the port once listening")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpcore"):  # one line per request is ours; theirs would double it
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        parse_name(args.service, "service name")
+        parse_service_name(args.service)
         serve(args.home, args.service, args.host, args.port, args.port_file)
     except Error as exc:
         print(f"ingress: {exc}", file=sys.stderr)
