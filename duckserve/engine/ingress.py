@@ -102,9 +102,12 @@ class Ingress:
     """The endpoint of one service: authentication, authorization and forwarding."""
 
     def __init__(self, home: Path | str, service: ObjectName, cache_seconds: float = CACHE_SECONDS,
-                 upstream_timeout: float = 600.0) -> None:
+                 upstream_timeout: float = 600.0, also_known_as: ObjectName | None = None) -> None:
         self.account = Account(home)
         self.service_name = service.in_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA)
+        #: the name with its case kept, tried when the SQL reading finds nothing (a catalog key
+        #: such as DUCKSERVE.PUBLIC.my_svc, from a quoted lower-case name, arrives unquoted)
+        self._alias = also_known_as.in_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA) if also_known_as else None
         self.cache_seconds = cache_seconds
         self.upstream_timeout = upstream_timeout
         self._service_cache: tuple[float, CatalogObject | None] | None = None
@@ -123,6 +126,9 @@ class Ingress:
             return self._service_cache[1]
         name = self.service_name
         found = self.account.catalog.get(A.SERVICE, name.name, name.database, name.schema)
+        if found is None and self._alias is not None and self._alias != name:
+            alias = self._alias
+            found = self.account.catalog.get(A.SERVICE, alias.name, alias.database, alias.schema)
         self._service_cache = (moment, found)
         return found
 
@@ -252,8 +258,9 @@ class Ingress:
 _NAME_PART = re.compile(r'"((?:[^"]|"")*)"|([^."]+)')
 
 
-def parse_service_name(text: str) -> ObjectName:
-    """``DB.SCHEMA.NAME`` as written in SQL (unquoted parts upper-cased, quoted parts kept)."""
+def parse_service_name(text: str, keep_case: bool = False) -> ObjectName:
+    """``DB.SCHEMA.NAME`` as written in SQL: unquoted parts upper-cased (unless ``keep_case``),
+    quoted parts kept."""
     parts: list[str] = []
     position = 0
     while True:
@@ -261,7 +268,8 @@ def parse_service_name(text: str) -> ObjectName:
         if match is None:
             raise ProgrammingError(f"invalid service name {text!r}: write DB.SCHEMA.NAME")
         quoted, plain = match.group(1), match.group(2)
-        parts.append(normalize(quoted.replace('""', '"'), True) if quoted is not None else normalize(plain.strip()))
+        parts.append(normalize(quoted.replace('""', '"'), True) if quoted is not None
+                     else normalize(plain.strip(), keep_case))
         position = match.end()
         if position == len(text):
             break
@@ -276,8 +284,10 @@ def parse_service_name(text: str) -> ObjectName:
 
 def create_app(home: Path | str, service: ObjectName | str) -> Starlette:
     """The ingress application of one service."""
-    name = parse_service_name(service) if isinstance(service, str) else service
-    ingress = Ingress(home, name)
+    if isinstance(service, str):
+        ingress = Ingress(home, parse_service_name(service), also_known_as=parse_service_name(service, keep_case=True))
+    else:
+        ingress = Ingress(home, service)
     routes = [
         Route("/healthz", ingress.healthz, methods=["GET"]),
         Route("/{method}", ingress.invoke, methods=["POST"]),
