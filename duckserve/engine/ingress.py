@@ -221,7 +221,6 @@ class Ingress:
     async def invoke(self, request: Request) -> Response:
         started = time.perf_counter()
         caller: _Caller | None = None
-        status = 500
         try:
             decision = await self.authorize(request)
             caller = decision.caller
@@ -233,8 +232,7 @@ class Ingress:
         except Exception as exc:
             log.exception("ingress of service %s failed on %s %s", self.label, request.method, request.url.path)
             response = _error_response(500, f"service {self.label}: internal error in the ingress: {exc!r}")
-        status = response.status_code
-        log.info("%s %s %d %.1fms user=%s role=%s", request.method, request.url.path, status,
+        log.info("%s %s %d %.1fms user=%s role=%s", request.method, request.url.path, response.status_code,
                  (time.perf_counter() - started) * 1000,
                  caller.user if caller else "-", caller.role if caller else "-")
         return response
