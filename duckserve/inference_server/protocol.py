@@ -1,0 +1,468 @@
+"""The service-function protocol, both sides: the server decodes requests and encodes responses,
+the SQL-side client encodes requests and decodes responses with the mirror functions.
+
+JSON form (Snowflake external functions)::
+
+    request   {"data": [[row_index, arg1, arg2, ...], ...]}
+    response  {"data": [[row_index, result], ...]}        same rows, same order
+
+``result`` is a scalar for one scalar output, a list for a vector output, and an object
+``{"output_name": value, ...}`` when the method has several outputs. Missing values are ``null``
+both ways; NaN and ±inf outputs come back as ``null`` too. Binary values travel as hex strings,
+timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` strings.
+
+Arrow form (content type ``application/vnd.apache.arrow.stream``): the request is an IPC stream of
+one table with an int64 ``_ID`` column plus one column per input (signature names); the response
+is ``_ID`` plus one column per output.
+
+Every decoder raises `ProtocolError` naming the problem. Imports of numpy, pandas and pyarrow are
+deferred to the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from duckserve.inference_server.errors import ModelError, ProtocolError
+from duckserve.inference_server.manifest import MethodSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = [
+    "ARROW_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "ROW_ID",
+    "ModelError",
+    "ProtocolError",
+    "decode_arrow_request",
+    "decode_arrow_response",
+    "decode_json_request",
+    "decode_json_response",
+    "encode_arrow_request",
+    "encode_arrow_response",
+    "encode_json_request",
+    "encode_json_response",
+    "is_arrow",
+    "result_array",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+ROW_ID = "_ID"
+
+
+def is_arrow(content_type: str | None) -> bool:
+    """True when a Content-Type header names the Arrow IPC stream form."""
+    if not content_type:
+        return False
+    return content_type.split(";")[0].strip().lower() == ARROW_CONTENT_TYPE
+
+
+def _argument_list(method: MethodSpec) -> str:
+    return ", ".join(["row_index"] + [f.name for f in method.inputs])
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# server side
+
+
+def _parse_json(body: bytes | str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+
+
+def _check_row_ids(raw: Sequence[Any], where: str) -> np.ndarray:
+    """Row indexes as int64: present, whole numbers, each once. ``where`` names the container."""
+    import numpy as np
+
+    try:
+        array = np.asarray(raw)
+    except (ValueError, TypeError):
+        array = np.zeros(0, dtype=object)
+    if array.ndim == 1 and array.dtype.kind in "iu":
+        return _check_unique(array.astype(np.int64, copy=False), where)
+    if (
+        array.ndim == 1
+        and array.dtype.kind == "f"
+        and np.isfinite(array).all()
+        and (array == np.floor(array)).all()
+    ):
+        return _check_unique(array.astype(np.int64), where)
+    ids: list[int] = []
+    for position, value in enumerate(raw):
+        if value is None:
+            raise ProtocolError(
+                f"{where}[{position}] has no row index (null); each row starts with its row index"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ProtocolError(
+                f"{where}[{position}] starts with {value!r:.60} ({_type_name(value)}); the row index must be an integer"
+            )
+        if isinstance(value, (float, np.floating)) and (
+            not math.isfinite(value) or not float(value).is_integer()
+        ):
+            raise ProtocolError(
+                f"{where}[{position}] has row index {value!r}; the row index must be a whole number"
+            )
+        ids.append(int(value))
+    return _check_unique(np.array(ids, dtype=np.int64), where)
+
+
+def decode_json_request(body: bytes | str, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
+    """A JSON request as (row indexes, one column per input converted to the signature's types)."""
+    import pandas as pd
+
+    from duckserve.inference_server.datatypes import coerce_values
+
+    payload = _parse_json(body)
+    rows = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        got = f"an object with keys {sorted(payload)}" if isinstance(payload, dict) else _type_name(payload)
+        raise ProtocolError(
+            f'request body must be a JSON object {{"data": [[{_argument_list(method)}], ...]}}, got {got}'
+        )
+    width = len(method.inputs) + 1
+    if not all(type(row) is list for row in rows) or any(len(row) != width for row in rows):
+        _raise_bad_row(rows, width, method)
+    if not rows:
+        from duckserve.inference_server.datatypes import empty_series
+
+        return _empty_ids(), pd.DataFrame({f.name: empty_series(f) for f in method.inputs})
+    ids = _check_row_ids([row[0] for row in rows], "data")
+    frame = pd.DataFrame(
+        {
+            feature.name: coerce_values([row[j] for row in rows], feature, ids=ids, position=j)
+            for j, feature in enumerate(method.inputs, start=1)
+        }
+    )
+    return ids, frame
+
+
+def _raise_bad_row(rows: list[Any], width: int, method: MethodSpec) -> None:
+    for position, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise ProtocolError(
+                f"data[{position}] is {_type_name(row)} {row!r:.60}, not a list [{_argument_list(method)}]"
+            )
+        if len(row) != width:
+            raise ProtocolError(
+                f"data[{position}] has {len(row)} values, expected {width}: [{_argument_list(method)}] "
+                f"(method {method.name} takes {len(method.inputs)} argument(s))"
+            )
+
+
+def _empty_ids() -> np.ndarray:
+    import numpy as np
+
+    return np.zeros(0, dtype=np.int64)
+
+
+def _output_frame(out: pd.DataFrame, method: MethodSpec, rows: int) -> pd.DataFrame:
+    missing = [f.name for f in method.outputs if f.name not in out.columns]
+    if missing:
+        raise ModelError(f"method {method.name} produced no column {', '.join(missing)}")
+    if len(out) != rows:
+        raise ModelError(f"method {method.name} produced {len(out)} rows for {rows} input rows")
+    return out
+
+
+def encode_json_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
+    """``{"data": [[row_index, result], ...]}`` for the outputs in ``out`` (one row per id, same order)."""
+    import numpy as np
+
+    from duckserve.inference_server.datatypes import to_json_values
+
+    id_list = np.asarray(ids, dtype=np.int64).tolist()
+    out = _output_frame(out, method, len(id_list))
+    columns = [to_json_values(out[f.name], f) for f in method.outputs]
+    if len(columns) == 1:
+        results: list[Any] = columns[0]
+    else:
+        names = [f.name for f in method.outputs]
+        results = [dict(zip(names, values)) for values in zip(*columns)]
+    data = list(zip(id_list, results))  # tuples encode as JSON arrays, and build faster than lists
+    return json.dumps({"data": data}, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _read_ipc(body: bytes, what: str) -> pa.Table:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ProtocolError(f"{what} is not an Arrow IPC stream: {exc}") from None
+
+
+def _arrow_ids(table: pa.Table, what: str) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+
+    if ROW_ID not in table.column_names:
+        raise ProtocolError(f"{what} has no {ROW_ID} column; columns: {', '.join(table.column_names)}")
+    column = table.column(ROW_ID)
+    if not pa.types.is_integer(column.type):
+        raise ProtocolError(f"{what}: {ROW_ID} must be an integer column, got {column.type}")
+    if column.null_count:
+        position = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ProtocolError(f"{what}: row {position} has no row index ({ROW_ID} is null)")
+    return _check_unique(column.to_numpy().astype(np.int64, copy=False), ROW_ID)
+
+
+def _check_unique(ids: np.ndarray, where: str) -> np.ndarray:
+    import numpy as np
+    import pandas as pd
+
+    duplicated = pd.Index(ids).duplicated()
+    if duplicated.any():
+        second = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero(ids == ids[second])[0])
+        raise ProtocolError(
+            f"row index {ids[second]} appears more than once ({where}[{first}] and {where}[{second}]); "
+            "each row index must be unique"
+        )
+    return ids
+
+
+def _find_column(table: pa.Table, name: str) -> str | None:
+    if name in table.column_names:
+        return name
+    folded = {c.lower(): c for c in table.column_names}
+    return folded.get(name.lower())
+
+
+def decode_arrow_request(body: bytes, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
+    """An Arrow IPC request as (row indexes, one column per input converted to the signature's types)."""
+    import pandas as pd
+
+    from duckserve.inference_server.datatypes import arrow_to_series
+
+    table = _read_ipc(body, "request body")
+    ids = _arrow_ids(table, "request")
+    columns: dict[str, pd.Series] = {}
+    for position, feature in enumerate(method.inputs, start=1):
+        name = _find_column(table, feature.name)
+        if name is None:
+            raise ProtocolError(
+                f"Arrow request has no column {feature.name}; method {method.name} takes "
+                f"{ROW_ID}, {', '.join(f.name for f in method.inputs)}"
+            )
+        columns[feature.name] = arrow_to_series(table.column(name), feature, ids=ids, position=position)
+    return ids, pd.DataFrame(columns, index=pd.RangeIndex(len(ids)))
+
+
+def _write_ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
+    """An Arrow IPC stream: ``_ID`` plus one column per output."""
+    import numpy as np
+    import pyarrow as pa
+
+    from duckserve.inference_server.datatypes import to_arrow_array
+
+    id_array = np.asarray(ids, dtype=np.int64)
+    out = _output_frame(out, method, len(id_array))
+    arrays = [pa.array(id_array)] + [to_arrow_array(out[f.name], f) for f in method.outputs]
+    names = [ROW_ID] + [f.name for f in method.outputs]
+    return _write_ipc(pa.Table.from_arrays(arrays, names=names))
+
+
+# ---------------------------------------------------------------------------------------------
+# client side
+
+
+def _json_default(value: Any) -> Any:
+    import datetime as dt
+
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if hasattr(value, "__float__"):  # Decimal
+        return float(value)
+    raise TypeError(f"{type(value).__name__} values cannot be sent as JSON")
+
+
+def _without_nonfinite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_without_nonfinite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_nonfinite(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return _without_nonfinite(value.tolist())
+    return value
+
+
+def _dump_json(payload: Any) -> bytes:
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except ValueError:  # NaN or inf somewhere: JSON has no such numbers, send null
+        text = json.dumps(
+            _without_nonfinite(payload), separators=(",", ":"), allow_nan=False, default=_json_default
+        )
+    return text.encode()
+
+
+def encode_json_request(
+    ids: Sequence[int] | np.ndarray, columns: Sequence[Sequence[Any]] | Mapping[str, Sequence[Any]]
+) -> bytes:
+    """``{"data": [[row_index, arg1, ...], ...]}`` from row indexes and argument columns (in order).
+
+    Columns may be lists, numpy arrays or Arrow arrays; None and NaN are sent as null.
+    """
+    values = list(columns.values()) if isinstance(columns, Mapping) else list(columns)
+    lists = [v.to_pylist() if hasattr(v, "to_pylist") else list(v) for v in values]
+    id_list = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    for name, column in zip(range(len(lists)), lists):
+        if len(column) != len(id_list):
+            raise ProtocolError(
+                f"argument column {name} has {len(column)} values for {len(id_list)} row indexes"
+            )
+    rows = [[i, *row] for i, row in zip(id_list, zip(*lists))] if lists else [[i] for i in id_list]
+    return _dump_json({"data": rows})
+
+
+def _json_values_to_arrow(values: list[Any], feature: Any) -> pa.Array:
+    import pyarrow as pa
+
+    from duckserve.inference_server.datatypes import arrow_type
+
+    target = arrow_type(feature)
+    try:
+        if feature.dtype == "BYTES" and not feature.shape:
+            values = [bytes.fromhex(v) if isinstance(v, str) else v for v in values]
+        if feature.dtype == "TIMESTAMP_NTZ" and not feature.shape:
+            return pa.array(values, type=pa.string()).cast(target)
+        return pa.array(values, type=target, from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise ProtocolError(f"output {feature.name} is not {feature.dtype}: {exc}") from None
+
+
+def decode_json_response(body: bytes | str, method: MethodSpec) -> tuple[np.ndarray, pa.Table]:
+    """A JSON response as (row indexes, a table with one column per output)."""
+    import pyarrow as pa
+
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"response body is not valid JSON: {exc}") from None
+    rows = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ProtocolError('response body must be a JSON object {"data": [[row_index, result], ...]}')
+    for position, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != 2:
+            raise ProtocolError(f"response data[{position}] is {row!r:.60}, expected [row_index, result]")
+    ids = _check_row_ids([row[0] for row in rows], "data")
+    results = [row[1] for row in rows]
+    outputs = method.outputs
+    if len(outputs) == 1:
+        columns = [results]
+    else:
+        for position, result in enumerate(results):
+            if not isinstance(result, dict):
+                raise ProtocolError(
+                    f"response data[{position}] has {result!r:.60}; method {method.name} has several outputs, "
+                    "so each result must be an object"
+                )
+        columns = [[r.get(f.name) for r in results] for f in outputs]
+    arrays = [_json_values_to_arrow(values, f) for values, f in zip(columns, outputs)]
+    return ids, pa.Table.from_arrays(arrays, names=[f.name for f in outputs])
+
+
+def encode_arrow_request(
+    ids: Sequence[int] | np.ndarray,
+    columns: pa.Table | Mapping[str, Any] | Sequence[Any],
+    method: MethodSpec | None = None,
+) -> bytes:
+    """An Arrow IPC request: ``_ID`` plus the argument columns.
+
+    ``columns`` is a table, a mapping of input name to column, or (with ``method``) a sequence of
+    columns in signature order; columns may be Arrow arrays, numpy arrays or lists. With ``method``
+    each column is cast to its input's Arrow type.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from duckserve.inference_server.datatypes import arrow_type
+
+    if isinstance(columns, pa.Table):
+        named = {name: columns.column(name) for name in columns.column_names}
+    elif isinstance(columns, Mapping):
+        named = dict(columns)
+    else:
+        if method is None:
+            raise TypeError(
+                "encode_arrow_request: pass the method (or a mapping of names) with positional columns"
+            )
+        values = list(columns)
+        if len(values) != len(method.inputs):
+            raise ProtocolError(
+                f"method {method.name} takes {len(method.inputs)} argument(s), got {len(values)}"
+            )
+        named = {f.name: v for f, v in zip(method.inputs, values)}
+    id_array = pa.array(np.asarray(ids, dtype=np.int64))
+    arrays: list[Any] = [id_array]
+    features = {f.name: f for f in method.inputs} if method is not None else {}
+    for name, column in named.items():
+        array = (
+            column if isinstance(column, (pa.Array, pa.ChunkedArray)) else pa.array(column, from_pandas=True)
+        )
+        if len(array) != len(id_array):
+            raise ProtocolError(f"argument {name} has {len(array)} values for {len(id_array)} row indexes")
+        if name in features:
+            try:
+                array = array.cast(arrow_type(features[name]))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ProtocolError(
+                    f"argument {name} cannot be sent as {features[name].dtype}: {exc}"
+                ) from None
+        arrays.append(array)
+    return _write_ipc(pa.Table.from_arrays(arrays, names=[ROW_ID, *named]))
+
+
+def decode_arrow_response(body: bytes, method: MethodSpec | None = None) -> tuple[np.ndarray, pa.Table]:
+    """An Arrow IPC response as (row indexes, a table with one column per output, in signature order)."""
+    table = _read_ipc(body, "response body")
+    ids = _arrow_ids(table, "response")
+    outputs = table.drop_columns([ROW_ID])
+    if method is not None:
+        names = [f.name for f in method.outputs]
+        missing = [n for n in names if n not in outputs.column_names]
+        if missing:
+            raise ProtocolError(f"response has no column {', '.join(missing)} for method {method.name}")
+        outputs = outputs.select(names)
+    return ids, outputs
+
+
+def result_array(outputs: pa.Table, method: MethodSpec) -> pa.Array:
+    """The SQL value of each row: the output itself, or a struct of all outputs when there are several."""
+    import pyarrow as pa
+
+    if len(method.outputs) == 1:
+        return outputs.column(method.outputs[0].name).combine_chunks()
+    arrays = [outputs.column(f.name).combine_chunks() for f in method.outputs]
+    return pa.StructArray.from_arrays(arrays, names=[f.name for f in method.outputs])

@@ -1,0 +1,194 @@
+"""Run the inference server: bind the socket, publish the port, serve with N worker processes.
+
+The parent binds the listening socket itself (so port 0 works and the actual port is known before
+any worker starts), writes the port file, then hands the socket to uvicorn: served in this process
+for one worker, or by uvicorn's multiprocess supervisor for several (each worker process loads its
+own copy of the model; the supervisor restarts workers that die).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from duckserve.inference_server.app import ServerSettings
+from duckserve.inference_server.manifest import Manifest
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol
+else:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol
+
+logger = logging.getLogger("duckserve.inference_server")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"default": {"format": LOG_FORMAT}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    },
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+        "duckserve": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+STARTUP_FAILURE = 3
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+class NoDelayHTTPProtocol(_HTTPProtocol):
+    """uvicorn's HTTP protocol with TCP_NODELAY on each accepted connection.
+
+    With a pre-bound socket asyncio does not set it (uvicorn issue #3149) and Nagle's algorithm
+    then holds back small responses on keep-alive connections for ~40 ms each.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        super().connection_made(transport)
+
+
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the port under a temporary name, then rename, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(f"{port}\n")
+    os.replace(temporary, path)
+
+
+def _exit_when_idle(settings: ServerSettings) -> None:
+    """Send this process SIGTERM (the usual clean shutdown) once no worker has had an inference
+    request for ``idle_timeout`` seconds."""
+    assert settings.idle_timeout is not None and settings.activity_file is not None
+    while True:
+        time.sleep(min(settings.idle_timeout / 4, 1.0))
+        try:
+            idle = time.time() - settings.activity_file.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if idle >= settings.idle_timeout:
+            logger.info(
+                "no inference request for %.0f s (idle timeout %g s): shutting down",
+                idle,
+                settings.idle_timeout,
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def serve(
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    port_file: Path | None = None,
+    log_level: str = "info",
+) -> int:
+    """Serve until SIGTERM or SIGINT; return the process exit code."""
+    import logging.config
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    logging.config.dictConfig(LOG_CONFIG)
+    manifest = Manifest.read(settings.package)  # fail here, once, on a missing or broken package
+    instance = f" instance {settings.instance_id}" if settings.instance_id else ""
+    sock = bind_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    state_dir = Path(tempfile.mkdtemp(prefix="duckserve-server-"))
+    settings.state_dir = state_dir
+    assert settings.activity_file is not None
+    settings.activity_file.touch()
+    os.environ.update(settings.to_env())  # spawned workers read their settings from the environment
+    config = uvicorn.Config(
+        "duckserve.inference_server.app:create_app",
+        factory=True,
+        http=NoDelayHTTPProtocol,
+        workers=settings.workers,
+        lifespan="on",
+        log_config=LOG_CONFIG,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    if port_file is not None:
+        write_port_file(port_file, actual_port)
+    logger.info(
+        "serving model %s version %s%s on http://%s:%d with %d worker(s), max queue %d, request timeout %g s",
+        manifest.name,
+        manifest.version,
+        instance,
+        host,
+        actual_port,
+        settings.workers,
+        settings.max_queue,
+        settings.request_timeout,
+    )
+    if settings.idle_timeout is not None:
+        threading.Thread(target=_exit_when_idle, args=(settings,), name="idle-watch", daemon=True).start()
+    try:
+        if settings.workers > 1:
+            # older uvicorn (as in some model environments) takes the worker's target explicitly
+            if "target" in inspect.signature(Multiprocess).parameters:
+                target = uvicorn.Server(config).run
+                supervisor = Multiprocess(config, target=target, sockets=[sock])  # type: ignore[call-arg]
+            else:
+                supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            if any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes):
+                return STARTUP_FAILURE
+        else:
+            # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers
+            # in place that re-raise is a no-op, so a SIGTERM ends in a clean exit and this cleanup
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: None)
+            server = uvicorn.Server(config)
+            server.run(sockets=[sock])
+            if not server.started:
+                return STARTUP_FAILURE
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sock.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        if port_file is not None:
+            Path(port_file).unlink(missing_ok=True)
+        logger.info("stopped")
