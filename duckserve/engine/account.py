@@ -705,6 +705,9 @@ class Account:
 
         def before(obj: CatalogObject) -> None:
             self.catalog.remove_grants_to(A.USER, obj.name)
+            for token in self.catalog.objects("PROGRAMMATIC ACCESS TOKEN"):
+                if token.props.get("user") == obj.name:
+                    self.catalog.delete(token)
 
         return self._drop(session, A.USER, name, if_exists, before)
 

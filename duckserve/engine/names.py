@@ -51,11 +51,11 @@ class ObjectName:
 
 def split_identifier_text(text: str) -> list[tuple[str, bool]]:
     """Split ``a."B c".d`` into parts, each with whether it was quoted."""
-    parts: list[tuple[str, bool]] = []
-    i, n = 0, len(text.strip())
     text = text.strip()
-    while i < n:
-        if text[i] == '"':
+    parts: list[tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while True:
+        if i < n and text[i] == '"':
             j, buf = i + 1, []
             while True:
                 if j >= n:
@@ -78,15 +78,13 @@ def split_identifier_text(text: str) -> list[tuple[str, bool]]:
                 raise ProgrammingError(f"empty name part in {text!r}: write name, schema.name or database.schema.name")
             parts.append((part, False))
             i = j
-            if i < n and text[i] == ".":
-                continue
-        if i < n:
-            if text[i] != ".":
-                raise ProgrammingError(f"invalid name {text!r}: parts are separated by dots")
-            i += 1
-            if i >= n:
-                raise ProgrammingError(f"invalid name {text!r}: it ends with a dot")
-    return parts
+        if i >= n:
+            return parts
+        if text[i] != ".":
+            raise ProgrammingError(f"invalid name {text!r}: parts are separated by dots")
+        i += 1
+        if i >= n:
+            raise ProgrammingError(f"invalid name {text!r}: it ends with a dot")
 
 
 def parse_name(text: str, what: str = "name") -> ObjectName:

@@ -312,7 +312,9 @@ class ProcessRuntime(Runtime):
 
     def status(self, handle: InstanceHandle) -> InstanceStatus:
         if not self._alive(handle):
-            return "STOPPED" if _stop_marker(handle).exists() else "FAILED"
+            # stopped by us, or shut down cleanly by itself (a clean exit removes the port file it announced)
+            announced_then_removed = handle.port is not None and not Path(handle.port_file).exists()
+            return "STOPPED" if _stop_marker(handle).exists() or announced_then_removed else "FAILED"
         handle = self._refresh_port(handle)
         if handle.port is not None and self._answers_ready(handle, self._probe_timeout):
             return "READY"

@@ -88,7 +88,11 @@ class Connection:
     def __init__(self, database: str = ":memory:", home: str | None = None, user: str | None = None,
                  role: str | None = None, warehouse: str | None = None, read_only: bool = False,
                  config: dict[str, Any] | None = None) -> None:
+        from duckserve.engine.services import Services
+        from duckserve.sql.service_functions import ServiceFunctions
+
         self.account = Account(home)
+        self.services = Services(self.account)
         self.session = self.account.open_session(user, role, warehouse)
         try:
             self.duckdb = duckdb.connect(database, read_only=read_only, config=config or {})
@@ -99,7 +103,8 @@ class Connection:
         self._results: OrderedDict[str, str] = OrderedDict()  # query id -> registered relation name
         self._query_ids: list[str] = []
         self._closed = False
-        self._in_transaction = False
+        self.functions = ServiceFunctions(self)
+        self._default_threads = int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
 
     # -- PEP 249 ----------------------------------------------------------------------------------
     def cursor(self) -> Cursor:
@@ -170,7 +175,7 @@ class Connection:
                     "write the values into the statement")
             ours = parser.parse(statement)
             if ours is not None:
-                shown = rows_to_arrow(executor.execute(self.account, self.session, ours))
+                shown = rows_to_arrow(executor.execute(self, ours))
                 table: pa.Table | None = shown
                 rowcount = shown.num_rows
             else:
@@ -181,14 +186,29 @@ class Connection:
 
     def _run_duckdb(self, statement: splitter.Statement,
                     parameters: Sequence[Any] | dict[str, Any] | None) -> tuple[pa.Table | None, int]:
-        text = rewrite.rewrite(statement, _RewriteContext(self))
+        self.functions.begin()
+        text = rewrite.rewrite(statement, _RewriteContext(self),
+                               [*rewrite.REWRITES, self.functions.rewrite])
+        # DuckDB calls a UDF from as many threads as the query runs on: as many as batches in flight
+        threads = max(self._default_threads, self.functions.parallelism())
+        if threads != self._default_threads:
+            self.duckdb.execute(f"SET threads = {threads}")
         try:
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
             if relation is None:
                 return None, -1
             table = relation.to_arrow_table()
         except duckdb.Error as exc:
+            if self.functions.error is not None:
+                raise self.functions.error from exc
             raise translate_duckdb_error(exc, text) from exc
+        except KeyboardInterrupt:
+            self.functions.cancel()
+            self.duckdb.interrupt()
+            raise
+        finally:
+            if threads != self._default_threads:
+                self.duckdb.execute(f"SET threads = {self._default_threads}")
         first = statement.tokens[0].text.upper()
         if table.column_names == ["Count"] and table.num_rows == 1 and first in ("INSERT", "UPDATE", "DELETE", "CREATE", "COPY", "MERGE"):
             return table, int(table.column(0)[0].as_py() or 0)

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session
 from duckserve.engine.names import ObjectName
 from duckserve.engine.results import Rows
+from duckserve.engine.services import Services
 from duckserve.errors import NotSupportedError, ProgrammingError
 from duckserve.sql import statements as S
 
-Handler = Callable[[Account, Session, Any], Rows]
+
+class Context(Protocol):
+    """What statements run against: the connection's account, session and services."""
+
+    account: Account
+    session: Session
+    services: Services
 
 
-def _create(account: Account, session: Session, st: S.Create) -> Rows:
+Handler = Callable[[Context, Any], Rows]
+
+
+def _create(ctx: Context, st: S.Create) -> Rows:
+    account, session = ctx.account, ctx.session
     p = dict(st.properties)
     flags = {"or_replace": st.or_replace, "if_not_exists": st.if_not_exists}
     name = st.name.name
@@ -37,18 +48,42 @@ def _create(account: Account, session: Session, st: S.Create) -> Rows:
     raise NotSupportedError(f"CREATE {st.kind} is not supported")
 
 
-def _alter(account: Account, session: Session, st: S.Alter) -> Rows:
+def _alter(ctx: Context, st: S.Alter) -> Rows:
+    account, session = ctx.account, ctx.session
     name = st.name.name
     if st.kind == A.COMPUTE_POOL:
         return account.alter_compute_pool(session, name, st.action, st.properties, st.if_exists)
     if st.kind == A.WAREHOUSE:
         return account.alter_warehouse(session, name, st.action, st.properties, st.if_exists)
     if st.kind == A.USER:
+        if st.action in ("ADD TOKEN", "REMOVE TOKEN"):
+            from duckserve.engine import tokens
+
+            props = dict(st.properties)
+            token = props.pop("TOKEN_NAME")
+            if st.action == "REMOVE TOKEN":
+                return tokens.remove_token(account, session, name, token)
+            return tokens.add_token(account, session, name, token, role_restriction=props.get("ROLE_RESTRICTION"),
+                                    days_to_expiry=props.get("DAYS_TO_EXPIRY"), comment=props.get("COMMENT"))
         return account.alter_user(session, name, st.properties, unset=st.action == "UNSET", if_exists=st.if_exists)
-    raise NotSupportedError(f"ALTER {st.kind} is not supported")
+    if st.kind == A.SERVICE:
+        if st.action == "SUSPEND":
+            return ctx.services.suspend(session, st.name, st.if_exists)
+        if st.action == "RESUME":
+            return ctx.services.resume(session, st.name, st.if_exists)
+        if st.action == "SET":
+            return ctx.services.alter(session, st.name, st.properties, st.if_exists)
+    if st.kind == A.MODEL:
+        models = ctx.services.models
+        if st.action == "DROP VERSION":
+            return models.delete_version(session, st.name, st.properties["VERSION"])
+        if st.action == "SET" and "DEFAULT_VERSION" in st.properties:
+            return models.set_default_version(session, st.name, str(st.properties["DEFAULT_VERSION"]))
+    raise NotSupportedError(f"ALTER {st.kind} ... {st.action} is not supported")
 
 
-def _drop(account: Account, session: Session, st: S.Drop) -> Rows:
+def _drop(ctx: Context, st: S.Drop) -> Rows:
+    account, session = ctx.account, ctx.session
     drops: dict[str, Callable[..., Rows]] = {
         A.COMPUTE_POOL: account.drop_compute_pool,
         A.WAREHOUSE: account.drop_warehouse,
@@ -57,12 +92,17 @@ def _drop(account: Account, session: Session, st: S.Drop) -> Rows:
     }
     if st.kind == A.IMAGE_REPOSITORY:
         return account.drop_image_repository(session, st.name, st.if_exists)
+    if st.kind == A.SERVICE:
+        return ctx.services.drop_service(session, st.name, st.if_exists)
+    if st.kind == A.MODEL:
+        return ctx.services.models.delete_model(session, st.name, st.if_exists)
     if st.kind in drops:
         return drops[st.kind](session, st.name.name, st.if_exists)
     raise NotSupportedError(f"DROP {st.kind} is not supported")
 
 
-def _show(account: Account, session: Session, st: S.Show) -> Rows:
+def _show(ctx: Context, st: S.Show) -> Rows:
+    account, session = ctx.account, ctx.session
     if st.what == "COMPUTE POOLS":
         return account.show_compute_pools(session, st.like)
     if st.what == "IMAGE REPOSITORIES":
@@ -77,6 +117,28 @@ def _show(account: Account, session: Session, st: S.Show) -> Rows:
         return account.show_roles(session, st.like)
     if st.what == "USERS":
         return account.show_users(session, st.like)
+    services = ctx.services
+    if st.what == "SERVICES":
+        pool = st.in_name.name if st.in_name is not None else None
+        return services.show_services(session, st.like, pool, jobs=not st.options.get("exclude_jobs"))
+    if st.what in ("SERVICE CONTAINERS", "SERVICE INSTANCES"):
+        assert st.in_name is not None
+        return services.containers(session, st.in_name)
+    if st.what == "ENDPOINTS":
+        assert st.in_name is not None
+        return services.endpoints(session, st.in_name)
+    if st.what == "MODELS":
+        return _filter_namespace(services.models.show_models(session, st.like), st, session)
+    if st.what == "VERSIONS":
+        assert st.in_name is not None
+        return services.models.show_versions(session, st.in_name, st.like)
+    if st.what == "FUNCTIONS":
+        assert st.in_name is not None
+        return services.models.show_functions(session, st.in_name, st.options.get("version"))
+    if st.what == "USER PROGRAMMATIC ACCESS TOKENS":
+        from duckserve.engine import tokens
+
+        return tokens.show_tokens(account, session, st.in_name.name if st.in_name else None)
     if st.what == "GRANTS":
         name = st.in_name.name if st.in_name is not None else None
         if st.in_kind == "TO ROLE":
@@ -106,7 +168,8 @@ def _filter_namespace(rows: Rows, st: S.Show, session: Session) -> Rows:
     return Rows(rows.columns, keep, rows.types)
 
 
-def _describe(account: Account, session: Session, st: S.Describe) -> Rows:
+def _describe(ctx: Context, st: S.Describe) -> Rows:
+    account, session = ctx.account, ctx.session
     if st.kind == A.COMPUTE_POOL:
         return account.describe_compute_pool(session, st.name.name)
     if st.kind == A.WAREHOUSE:
@@ -127,10 +190,18 @@ def _describe(account: Account, session: Session, st: S.Describe) -> Rows:
         rows = account.show_image_repositories(session, None)
         return Rows(rows.columns, [r for r in rows.rows if r[1] == repo.name and r[2] == repo.database
                                    and r[3] == repo.schema], rows.types)
+    if st.kind == A.SERVICE:
+        return ctx.services.describe(session, st.name)
+    if st.kind == A.MODEL:
+        model = ctx.services.models.require_model(session, st.name)
+        rows = ctx.services.models.show_models(session, None)
+        return Rows(rows.columns, [r for r in rows.rows if r[1] == model.name and r[3] == model.database
+                                   and r[4] == model.schema], rows.types)
     raise NotSupportedError(f"DESCRIBE {st.kind} is not supported")
 
 
-def _use(account: Account, session: Session, st: S.Use) -> Rows:
+def _use(ctx: Context, st: S.Use) -> Rows:
+    account, session = ctx.account, ctx.session
     if st.kind == "ROLE":
         return account.use_role(session, st.name.name)
     if st.kind == "WAREHOUSE":
@@ -144,31 +215,55 @@ def _use(account: Account, session: Session, st: S.Use) -> Rows:
     return Rows.status("Statement executed successfully.")
 
 
-def _grant_privileges(account: Account, session: Session, st: S.GrantPrivileges) -> Rows:
+def _grant_privileges(ctx: Context, st: S.GrantPrivileges) -> Rows:
+    account, session = ctx.account, ctx.session
     name: str | ObjectName | None = st.on_name
     if st.on_name is not None and st.on_kind not in A.SCHEMA_KINDS:
         name = st.on_name.name
     return account.grant(session, st.privileges, st.on_kind, name, st.role, revoke=st.revoke)
 
 
-def _grant_role(account: Account, session: Session, st: S.GrantRole) -> Rows:
+def _grant_role(ctx: Context, st: S.GrantRole) -> Rows:
+    account, session = ctx.account, ctx.session
     return account.grant_role(session, st.role, st.to_kind, st.to_name, revoke=st.revoke)
 
 
-def _grant_service_role(account: Account, session: Session, st: S.GrantServiceRole) -> Rows:
+def _grant_service_role(ctx: Context, st: S.GrantServiceRole) -> Rows:
+    account, session = ctx.account, ctx.session
     return account.grant_service_role(session, st.service, st.service_role, st.role, revoke=st.revoke)
 
 
-def _call(account: Account, session: Session, st: S.Call) -> Rows:
+def _call(ctx: Context, st: S.Call) -> Rows:
     handler = SYSTEM_FUNCTIONS.get(st.function)
     if handler is None:
         known = ", ".join(sorted(SYSTEM_FUNCTIONS)) or "none yet"
         raise ProgrammingError(f"unknown system function {st.function}: duckserve provides {known}")
-    return handler(account, session, st.arguments)
+    return handler(ctx, st.arguments)
 
 
-#: CALL SYSTEM$NAME(args) -> handler(account, session, args)
-SYSTEM_FUNCTIONS: dict[str, Callable[[Account, Session, list[Any]], Rows]] = {}
+def _arguments(name: str, arguments: list[Any], minimum: int, maximum: int, usage: str) -> None:
+    if not minimum <= len(arguments) <= maximum:
+        raise ProgrammingError(f"{name} takes {usage}; got {len(arguments)} argument(s)")
+
+
+def _service_status(ctx: Context, arguments: list[Any]) -> Rows:
+    _arguments("SYSTEM$GET_SERVICE_STATUS", arguments, 1, 2, "('<service name>' [, timeout_secs])")
+    return Rows(["SYSTEM$GET_SERVICE_STATUS"], [(ctx.services.status_json(ctx.session, str(arguments[0])),)])
+
+
+def _service_logs(ctx: Context, arguments: list[Any]) -> Rows:
+    _arguments("SYSTEM$GET_SERVICE_LOGS", arguments, 3, 4,
+               "('<service or job name>', <instance id>, '<container name>' [, <number of last lines>])")
+    lines = int(arguments[3]) if len(arguments) > 3 else None
+    text = ctx.services.logs(ctx.session, str(arguments[0]), int(arguments[1]), str(arguments[2]), lines)
+    return Rows(["SYSTEM$GET_SERVICE_LOGS"], [(text,)])
+
+
+#: CALL SYSTEM$NAME(args) -> handler(ctx, args)
+SYSTEM_FUNCTIONS: dict[str, Callable[[Context, list[Any]], Rows]] = {
+    "SYSTEM$GET_SERVICE_STATUS": _service_status,
+    "SYSTEM$GET_SERVICE_LOGS": _service_logs,
+}
 
 EXECUTORS: dict[type, Handler] = {
     S.Create: _create,
@@ -184,5 +279,5 @@ EXECUTORS: dict[type, Handler] = {
 }
 
 
-def execute(account: Account, session: Session, statement: S.Statement) -> Rows:
-    return EXECUTORS[type(statement)](account, session, statement)
+def execute(ctx: Context, statement: S.Statement) -> Rows:
+    return EXECUTORS[type(statement)](ctx, statement)

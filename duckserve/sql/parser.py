@@ -35,13 +35,17 @@ KIND_WORDS: list[tuple[tuple[str, ...], str]] = [
     (("MODEL",), A.MODEL),
 ]
 CREATE_KINDS = (A.COMPUTE_POOL, A.IMAGE_REPOSITORY, A.WAREHOUSE, A.ROLE, A.USER)
-ALTER_KINDS = (A.COMPUTE_POOL, A.WAREHOUSE, A.USER)
-DROP_KINDS = (A.COMPUTE_POOL, A.IMAGE_REPOSITORY, A.WAREHOUSE, A.ROLE, A.USER)
-DESCRIBE_KINDS = (A.COMPUTE_POOL, A.WAREHOUSE, A.USER, A.IMAGE_REPOSITORY)
+ALTER_KINDS = (A.COMPUTE_POOL, A.WAREHOUSE, A.USER, A.SERVICE, A.MODEL)
+DROP_KINDS = (A.COMPUTE_POOL, A.IMAGE_REPOSITORY, A.WAREHOUSE, A.ROLE, A.USER, A.SERVICE, A.MODEL)
+DESCRIBE_KINDS = (A.COMPUTE_POOL, A.WAREHOUSE, A.USER, A.IMAGE_REPOSITORY, A.SERVICE, A.MODEL)
 SHOW_WHATS = [
     ("COMPUTE", "POOLS"), ("IMAGE", "REPOSITORIES"), ("IMAGES",), ("WAREHOUSES",), ("ROLES",), ("USERS",),
-    ("GRANTS",),
+    ("GRANTS",), ("SERVICES",), ("SERVICE", "CONTAINERS"), ("SERVICE", "INSTANCES"), ("ENDPOINTS",),
+    ("MODELS",), ("VERSIONS",), ("FUNCTIONS",), ("USER", "PROGRAMMATIC", "ACCESS", "TOKENS"),
 ]
+#: SHOW forms whose object follows IN <kind> name
+SHOW_IN = {"SERVICE CONTAINERS": A.SERVICE, "SERVICE INSTANCES": A.SERVICE, "ENDPOINTS": A.SERVICE,
+           "VERSIONS": A.MODEL, "FUNCTIONS": A.MODEL}
 
 #: properties each CREATE accepts (name -> kind of value)
 CREATE_PROPERTIES: dict[str, dict[str, str]] = {
@@ -61,7 +65,12 @@ ALTER_SET_PROPERTIES: dict[str, dict[str, str]] = {
     A.COMPUTE_POOL: {k: v for k, v in CREATE_PROPERTIES[A.COMPUTE_POOL].items() if k != "INITIALLY_SUSPENDED"},
     A.WAREHOUSE: {k: v for k, v in CREATE_PROPERTIES[A.WAREHOUSE].items() if k != "INITIALLY_SUSPENDED"},
     A.USER: CREATE_PROPERTIES[A.USER],
+    A.SERVICE: {"MIN_INSTANCES": "int", "MAX_INSTANCES": "int", "AUTO_RESUME": "bool", "AUTO_SUSPEND_SECS": "int",
+                "COMMENT": "str"},
+    A.MODEL: {"DEFAULT_VERSION": "word", "COMMENT": "str"},
 }
+PAT_PROPERTIES = {"ROLE_RESTRICTION": "word", "DAYS_TO_EXPIRY": "int", "MINS_TO_BYPASS_NETWORK_POLICY_REQUIREMENT": "int",
+                  "COMMENT": "str"}
 
 
 class Stream:
@@ -261,6 +270,22 @@ def parse_alter(s: Stream) -> S.Statement:
     if_exists = s.if_exists()
     name = _object_name(s, kind)
     settable = ALTER_SET_PROPERTIES[kind]
+    if kind == A.USER and (s.at("ADD") or s.at("REMOVE")):
+        action = "ADD TOKEN" if s.accept("ADD") else "REMOVE TOKEN"
+        s.i += 1
+        if not (s.accept("PROGRAMMATIC", "ACCESS", "TOKEN") or s.accept("PAT")):
+            s.fail("PROGRAMMATIC ACCESS TOKEN (or PAT)")
+        token = s.identifier("the token name")
+        props = s.properties(PAT_PROPERTIES, "programmatic access token") if action == "ADD TOKEN" else {}
+        props["TOKEN_NAME"] = token
+        return S.Alter(kind=kind, name=name, action=action, properties=props, if_exists=if_exists)
+    if kind == A.MODEL and s.accept("DROP", "VERSION"):
+        return S.Alter(kind=kind, name=name, action="DROP VERSION",
+                       properties={"VERSION": s.identifier("the version name")}, if_exists=if_exists)
+    if kind == A.SERVICE and s.word() in settable:
+        # the seed also writes ALTER SERVICE s MIN_INSTANCES = n, without SET
+        return S.Alter(kind=kind, name=name, action="SET", properties=s.properties(settable, "service"),
+                       if_exists=if_exists)
     if s.accept("SET"):
         props = s.properties(settable, kind.lower())
         if not props:
@@ -277,7 +302,8 @@ def parse_alter(s: Stream) -> S.Statement:
             if not s.accept_type(TokenType.COMMA):
                 break
         return S.Alter(kind=kind, name=name, action="UNSET", properties=names, if_exists=if_exists)
-    actions = {A.COMPUTE_POOL: ("SUSPEND", "RESUME", "STOP ALL"), A.WAREHOUSE: ("SUSPEND", "RESUME"), A.USER: ()}
+    actions = {A.COMPUTE_POOL: ("SUSPEND", "RESUME", "STOP ALL"), A.WAREHOUSE: ("SUSPEND", "RESUME"), A.USER: (),
+               A.SERVICE: ("SUSPEND", "RESUME"), A.MODEL: ()}
     for action in actions[kind]:
         if s.accept(*action.split()):
             if kind == A.WAREHOUSE and action == "RESUME":
@@ -309,7 +335,25 @@ def parse_show(s: Stream) -> S.Statement:
         return S.Show(what=what, in_kind=A.IMAGE_REPOSITORY, in_name=s.name("the image repository name"))
     if what == "GRANTS":
         return _parse_show_grants(s)
+    if what == "USER PROGRAMMATIC ACCESS TOKENS":
+        user = s.simple_name("the user name") if s.accept("FOR", "USER") else None
+        return S.Show(what=what, in_kind=A.USER if user else None, in_name=user)
     like = s.like()
+    if what in SHOW_IN:
+        kind = SHOW_IN[what]
+        s.expect("IN", *kind.split())
+        name = s.name(f"the {kind.lower()} name")
+        options: dict[str, Any] = {}
+        if what == "FUNCTIONS" and s.accept("VERSION"):
+            options["version"] = s.identifier("the version name")
+        return S.Show(what=what, like=like, in_kind=kind, in_name=name, options=options)
+    if what == "SERVICES":
+        options = {"exclude_jobs": s.accept("EXCLUDE", "JOBS")}
+        if s.accept("IN", "COMPUTE", "POOL"):
+            return S.Show(what=what, like=like, in_kind=A.COMPUTE_POOL,
+                          in_name=s.simple_name("the compute pool name"), options=options)
+        if s.at_end():
+            return S.Show(what=what, like=like, options=options)
     in_kind, in_name = None, None
     if s.accept("IN"):
         if s.accept("ACCOUNT"):

@@ -1,0 +1,135 @@
+"""duckserve's benchmark: 1,000,000 rows x 8 float features, a LogisticRegression, in one run.
+
+(a) model.predict on the numpy array (the floor);
+(b) a vectorized DuckDB Python UDF calling predict in-process (what a user writes by hand), at 1 and
+    2 DuckDB threads, best reported;
+(c) SELECT svc!predict(...) through duckserve at warehouse XSMALL and MEDIUM, Arrow IPC on the wire,
+    and the JSON-only wire at XSMALL;
+plus the time from create_service (warm uv cache) to the first answer of a query.
+
+Every figure is the median of RUNS runs; ratios are against (b) measured in the same run.
+Usage: python bench/run.py [--rows N] [--runs K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from duckdb.func import ARROW
+from sklearn.linear_model import LogisticRegression
+
+import duckserve
+from duckserve.registry import Registry
+
+FEATURES = [f"f{i}" for i in range(8)]
+
+
+def median_seconds(function: Callable[[], Any], runs: int) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(rows, len(FEATURES)))
+    y = (X @ rng.normal(size=len(FEATURES)) > 0).astype(np.int64)
+    return X, y
+
+
+def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int, runs: int) -> float:
+    con = duckdb.connect()
+    con.register("frame", pd.DataFrame(X, columns=FEATURES))
+    con.execute("CREATE TABLE t AS SELECT * FROM frame")
+
+    def predict(*columns: pa.ChunkedArray) -> pa.Array:
+        matrix = np.column_stack([c.to_numpy() for c in columns])
+        return pa.array(model.predict(matrix))
+
+    con.create_function("predict", predict, [duckdb.sqltype("DOUBLE")] * len(FEATURES), duckdb.sqltype("BIGINT"),
+                        type=ARROW)
+    con.execute(f"SET threads = {threads}")
+    query = f"SELECT sum(predict({', '.join(FEATURES)})) FROM t"
+    con.execute(query).fetchall()  # warm-up
+    return median_seconds(lambda: con.execute(query).fetchall(), runs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rows, runs = args.rows, args.runs
+    X, y = data(rows)
+    model = LogisticRegression(max_iter=200).fit(X[:50_000], y[:50_000])
+    results: dict[str, float] = {}
+
+    results["(a) model.predict on numpy"] = median_seconds(lambda: model.predict(X), runs)
+    udf = {threads: in_process_udf(X, model, threads, runs) for threads in (1, 2)}
+    best_threads = min(udf, key=lambda t: udf[t])
+    for threads, seconds in udf.items():
+        results[f"(b) in-process DuckDB UDF, {threads} thread(s)"] = seconds
+    baseline = udf[best_threads]
+
+    with tempfile.TemporaryDirectory() as home:
+        conn = duckserve.connect(home=home)
+        conn.cursor().execute("""
+            CREATE COMPUTE POOL bench_pool MIN_NODES = 1 MAX_NODES = 1 INSTANCE_FAMILY = 'CPU_X64_S';
+            CREATE IMAGE REPOSITORY bench_images;
+            CREATE WAREHOUSE medium_wh WAREHOUSE_SIZE = 'MEDIUM';
+            USE WAREHOUSE compute_wh;
+        """)
+        conn.duckdb.register("frame", pd.DataFrame(X, columns=FEATURES))
+        conn.execute("CREATE TABLE t AS SELECT * FROM frame")
+        mv = Registry(conn).log_model(model, model_name="bench_model", sample_input_data=pd.DataFrame(
+            X[:10], columns=[c.upper() for c in FEATURES]))
+        started = time.perf_counter()
+        mv.create_service(service_name="bench_svc", service_compute_pool="bench_pool", image_repo="bench_images")
+        conn.execute(f"SELECT bench_svc!predict({', '.join(FEATURES)}) FROM t LIMIT 1").fetchall()
+        results["create_service to first answer (warm uv cache), s"] = time.perf_counter() - started
+        query = f"SELECT sum(bench_svc!predict({', '.join(FEATURES)})) FROM t"
+        want = int(model.predict(X).sum())
+        assert conn.execute(query).fetchone()[0] == want, "service answers differ from the model's"
+        for warehouse in ("compute_wh", "medium_wh"):
+            conn.execute(f"USE WAREHOUSE {warehouse}")
+            label = "XSMALL" if warehouse == "compute_wh" else "MEDIUM"
+            results[f"(c) SELECT svc!predict(...), {label}, Arrow"] = median_seconds(
+                lambda: conn.execute(query).fetchall(), runs)
+        conn.execute("USE WAREHOUSE compute_wh")
+        os.environ["DUCKSERVE_WIRE"] = "json"
+        try:
+            results["(c) SELECT svc!predict(...), XSMALL, JSON only"] = median_seconds(
+                lambda: conn.execute(query).fetchall(), max(1, runs // 2))
+        finally:
+            del os.environ["DUCKSERVE_WIRE"]
+        conn.execute("DROP SERVICE bench_svc")
+        conn.close()
+
+    print(f"duckserve bench: {rows:,} rows x {len(FEATURES)} floats, LogisticRegression, median of {runs} runs, "
+          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, DuckDB {duckdb.__version__}")
+    print(f"{'measurement':58} {'seconds':>9} {'M rows/s':>9} {'vs (b) best':>11}")
+    for name, seconds in results.items():
+        if name.startswith("create_service"):
+            print(f"{name:58} {seconds:9.2f}")
+            continue
+        print(f"{name:58} {seconds:9.3f} {rows / seconds / 1e6:9.2f} {baseline / seconds:10.2f}x")
+    print(f"(b) best is {best_threads} thread(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

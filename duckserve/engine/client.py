@@ -1,0 +1,248 @@
+"""The service-function client: rows in batches to a service's instances, answers back in place.
+
+Batches go out concurrently (as many in flight as the warehouse allows) round-robin over the
+instances, in Arrow IPC (the JSON form is the fallback and what external callers use). 429 and 5xx
+answers and broken connections are retried with exponential backoff, up to MAX_BATCH_RETRIES times,
+on the next instance. Every row must come back exactly once and in order, else the call fails.
+Rows with a NULL argument are not sent: their result is NULL, as for any strict SQL function.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckserve.errors import DataError, ServiceError
+from duckserve.inference_server import protocol
+from duckserve.inference_server.manifest import MethodSpec
+
+MAX_BATCH_RETRIES = 3
+DEFAULT_BATCH_ROWS = 65_536
+BACKOFF_SECONDS = 0.05
+MAX_RETRY_AFTER = 5.0
+#: how long a batch may keep being turned away with 429 (not processed, so always safe to resend)
+OVERLOAD_DEADLINE = 120.0
+REQUEST_TIMEOUT = 300.0
+
+_clients: dict[int, httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def http_client() -> httpx.Client:
+    """One keep-alive client per process (httpx clients are thread-safe)."""
+    key = 0
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = httpx.Client(timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=5.0),
+                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+            _clients[key] = client
+        return client
+
+
+@dataclass
+class CallStats:
+    """What a call did: for progress displays and tests."""
+
+    rows_sent: int = 0
+    rows_answered: int = 0
+    batches: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self.lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+class ServiceClient:
+    """Calls one method of one service. ``instances`` returns the current instance URLs (it is asked
+    again after a connection failure, so restarted instances are found)."""
+
+    def __init__(self, service: str, method: MethodSpec, instances: Callable[[], list[str]], *,
+                 parallelism: int = 2, batch_rows: int | None = None, use_arrow: bool | None = None,
+                 max_retries: int = MAX_BATCH_RETRIES) -> None:
+        self.service = service
+        self.method = method
+        self._instances = instances
+        self._urls = instances()
+        self._cycle = itertools.count()
+        self.parallelism = max(1, parallelism)
+        self.batch_rows = batch_rows or DEFAULT_BATCH_ROWS
+        # Arrow IPC unless told otherwise ($DUCKSERVE_WIRE=json selects the external-function JSON form)
+        self.use_arrow = use_arrow if use_arrow is not None else os.environ.get("DUCKSERVE_WIRE", "arrow") != "json"
+        self.max_retries = max_retries
+        self.stats = CallStats()
+        self._slots = threading.BoundedSemaphore(self.parallelism)
+        self.cancelled = threading.Event()
+
+    def _fail(self, problem: str) -> ServiceError:
+        return ServiceError(f"service {self.service}, method {self.method.name}: {problem}")
+
+    # -- the call ---------------------------------------------------------------------------------
+    def call(self, arguments: list[pa.Array | pa.ChunkedArray]) -> pa.Array:
+        """The method's result for each row of the argument columns (NULL where an argument is NULL)."""
+        if len(arguments) != len(self.method.inputs):
+            raise self._fail(f"takes {len(self.method.inputs)} argument(s) "
+                             f"({', '.join(f.name for f in self.method.inputs)}), got {len(arguments)}")
+        columns = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
+        n = len(columns[0]) if columns else 0
+        result_type = self._result_type()
+        if n == 0:
+            return pa.array([], type=result_type)
+        valid = None
+        for column in columns:
+            if column.null_count:
+                mask = pc.is_valid(column)
+                valid = mask if valid is None else pc.and_(valid, mask)
+        if valid is not None:
+            keep = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+            if len(keep) == 0:
+                return pa.nulls(n, type=result_type)
+            sent = [c.take(pa.array(keep)) for c in columns]
+        else:
+            keep, sent = None, columns
+        answers = self._send_all(sent)
+        if keep is None:
+            return answers
+        # scatter the answers back into place; the skipped rows stay NULL
+        positions = np.full(n, -1, dtype=np.int64)
+        positions[keep] = np.arange(len(keep))
+        indices = pa.array(positions, mask=positions < 0)
+        return answers.take(indices)
+
+    def call_table(self, table: pa.Table) -> pa.Table:
+        """``mv.run``'s form: input columns by signature name in, output columns out."""
+        names = [f.name for f in self.method.inputs]
+        missing = [n for n in names if n not in table.column_names]
+        if missing:
+            raise self._fail(f"the input has no column {', '.join(missing)} (the signature's inputs are "
+                             f"{', '.join(names)})")
+        result = self.call([table.column(n) for n in names])
+        if len(self.method.outputs) == 1:
+            return pa.table({self.method.outputs[0].name: result})
+        return pa.Table.from_arrays(result.flatten(), names=[f.name for f in self.method.outputs])
+
+    def _result_type(self) -> pa.DataType:
+        from duckserve.inference_server.datatypes import arrow_type
+
+        if len(self.method.outputs) == 1:
+            return arrow_type(self.method.outputs[0])
+        return pa.struct([pa.field(f.name, arrow_type(f)) for f in self.method.outputs])
+
+    def _send_all(self, columns: list[pa.Array]) -> pa.Array:
+        n = len(columns[0])
+        bounds = [(start, min(start + self.batch_rows, n)) for start in range(0, n, self.batch_rows)]
+        if len(bounds) == 1:
+            parts = [self._send_batch(columns, 0, n)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.parallelism, len(bounds))) as pool:
+                parts = list(pool.map(lambda b: self._send_batch(columns, b[0], b[1]), bounds))
+        return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+
+    def _send_batch(self, columns: list[pa.Array], start: int, stop: int) -> pa.Array:
+        ids = np.arange(start, stop, dtype=np.int64)
+        chunk = [c.slice(start, stop - start) for c in columns]
+        if self.use_arrow:
+            body = protocol.encode_arrow_request(ids, chunk, self.method)
+            content_type = protocol.ARROW_CONTENT_TYPE
+        else:
+            body = protocol.encode_json_request(ids, chunk)
+            content_type = protocol.JSON_CONTENT_TYPE
+        headers = {"Content-Type": content_type, "Accept": content_type}
+        path = self.method.url_path
+        problem = ""
+        attempt, overloaded_since = 0, None
+        while attempt <= self.max_retries:
+            if self.cancelled.is_set():
+                raise self._fail("the query was cancelled")
+            if attempt or overloaded_since is not None:
+                self.stats.add(retries=1)
+            url = self._next_url()
+            with self._slots:
+                self.stats.add(in_flight=1, rows_sent=len(ids), batches=1)
+                try:
+                    response = http_client().post(url + path, content=body, headers=headers)
+                except httpx.HTTPError as exc:
+                    problem = f"instance {url} did not answer ({type(exc).__name__}: {exc})"
+                    self._urls = self._instances() or self._urls
+                    self._backoff(attempt, None)
+                    attempt += 1
+                    continue
+                finally:
+                    self.stats.add(in_flight=-1)
+            if response.status_code == 200:
+                answers = self._decode(response, ids)
+                self.stats.add(rows_answered=len(ids))
+                return answers
+            problem = f"instance {url} answered {response.status_code}: {_error_text(response)}"
+            if response.status_code == 429:
+                # turned away before any work: wait as asked and resend, within the overload deadline
+                overloaded_since = overloaded_since or time.monotonic()
+                if time.monotonic() - overloaded_since < OVERLOAD_DEADLINE:
+                    self._backoff(0, response.headers.get("Retry-After"))
+                    continue
+            elif response.status_code >= 500:
+                self._backoff(attempt, response.headers.get("Retry-After"))
+                attempt += 1
+                continue
+            raise self._fail(problem)
+        raise self._fail(f"a batch of {len(ids)} rows failed after {self.max_retries + 1} attempts; last: {problem}")
+
+    def _decode(self, response: httpx.Response, ids: np.ndarray) -> pa.Array:
+        try:
+            if protocol.is_arrow(response.headers.get("content-type")):
+                got, outputs = protocol.decode_arrow_response(response.content, self.method)
+            else:
+                got, outputs = protocol.decode_json_response(response.content, self.method)
+        except protocol.ProtocolError as exc:
+            raise DataError(f"service {self.service}, method {self.method.name}: bad answer: {exc}") from exc
+        if len(got) != len(ids) or not np.array_equal(got, ids):
+            raise DataError(
+                f"service {self.service}, method {self.method.name}: sent {len(ids)} rows and got {len(got)} back, "
+                "not the same rows in the same order; refusing to return misplaced results"
+            )
+        return protocol.result_array(outputs, self.method)
+
+    def _next_url(self) -> str:
+        urls = self._urls
+        if not urls:
+            urls = self._urls = self._instances()
+        if not urls:
+            raise self._fail("no instance is running: run ALTER SERVICE ... RESUME")
+        return urls[next(self._cycle) % len(urls)]
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        if attempt >= self.max_retries:
+            return
+        delay = BACKOFF_SECONDS * (2 ** attempt) * (1 + random.random() / 2)
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data: Any = response.json()
+        if isinstance(data, dict) and "error" in data:
+            return str(data["error"])
+    except ValueError:
+        pass
+    return response.text[:300]

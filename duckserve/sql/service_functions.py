@@ -1,0 +1,179 @@
+"""``service!method(args)`` in SQL: rewritten at token level into a vectorized DuckDB UDF bound to
+that service and method, which sends the rows through ``duckserve.engine.client``.
+
+The rewrite touches only ``name!method(``: the arguments, and everything else in the statement,
+stay exactly as written, so the call works wherever an expression may stand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlglot.tokens import Token, TokenType
+
+from duckserve.engine import access as A
+from duckserve.engine.account import display_key
+from duckserve.engine.client import ServiceClient
+from duckserve.engine.names import ObjectName, normalize
+from duckserve.errors import Error, InsufficientPrivileges, ObjectNotFound, ProgrammingError
+from duckserve.inference_server.manifest import MethodSpec
+from duckserve.sql.rewrite import Edit, matching_paren
+from duckserve.sql.splitter import Statement
+
+if TYPE_CHECKING:
+    from duckserve.sql.connection import Connection
+
+UDF_PREFIX = "__duckserve_fn_"
+_NAME_TYPES = (TokenType.VAR, TokenType.IDENTIFIER)
+
+
+@dataclass
+class CallSite:
+    start: int  # offset of the service name
+    paren: int  # index of the '(' token
+    name: ObjectName
+    method: str
+    arguments: int
+
+
+def _is_name_token(token: Token) -> bool:
+    return token.token_type in _NAME_TYPES or (token.text.replace("_", "").isalnum() and token.token_type not in (
+        TokenType.STRING, TokenType.NUMBER, TokenType.L_PAREN, TokenType.R_PAREN))
+
+
+def find_calls(statement: Statement) -> list[CallSite]:
+    """Every ``[db.][schema.]service!method(`` in the statement."""
+    tokens, calls = statement.tokens, []
+    for i, token in enumerate(tokens):
+        if token.token_type != TokenType.NOT or token.text != "!" or i == 0 or i + 2 >= len(tokens):
+            continue
+        method_token, paren = tokens[i + 1], tokens[i + 2]
+        if paren.token_type != TokenType.L_PAREN or not _is_name_token(method_token):
+            continue
+        if tokens[i - 1].token_type == TokenType.R_PAREN:
+            continue  # MODEL(m, v)!method(...) is the warehouse path, not a service
+        parts: list[Token] = [tokens[i - 1]]
+        j = i - 1
+        while j >= 2 and tokens[j - 1].token_type == TokenType.DOT and _is_name_token(tokens[j - 2]):
+            parts.insert(0, tokens[j - 2])
+            j -= 2
+        if not _is_name_token(parts[-1]) or len(parts) > 3:
+            continue
+        names = [normalize(t.text, t.token_type == TokenType.IDENTIFIER) for t in parts]
+        while len(names) < 3:
+            names.insert(0, "")
+        close = matching_paren(tokens, i + 2)
+        calls.append(CallSite(parts[0].start, i + 2, ObjectName(names[2], names[1], names[0]),
+                              method_token.text, _count_arguments(tokens, i + 2, close)))
+    return calls
+
+
+def _count_arguments(tokens: list[Token], open_index: int, close_index: int) -> int:
+    if close_index == open_index + 1:
+        return 0
+    depth, count = 0, 1
+    for token in tokens[open_index + 1:close_index]:
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE):
+            depth += 1
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE):
+            depth -= 1
+        elif token.token_type == TokenType.COMMA and depth == 0:
+            count += 1
+    return count
+
+
+class ServiceFunctions:
+    """The service-function UDFs of one connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._registered: dict[str, str] = {}  # udf name -> signature it was registered with
+        self._clients: dict[str, ServiceClient] = {}
+        self._lock = threading.Lock()
+        self.error: Error | None = None  # the exception a UDF raised, re-raised after DuckDB's wrapper
+        self.active: list[ServiceClient] = []
+
+    def rewrite(self, statement: Statement, _context: Any) -> list[Edit]:
+        edits = []
+        for call in find_calls(statement):
+            udf = self.bind(call)
+            edits.append(Edit(call.start, statement.tokens[call.paren].start, udf))
+        return edits
+
+    def bind(self, call: CallSite) -> str:
+        connection = self.connection
+        session, account, services = connection.session, connection.account, connection.services
+        service = services.get(session, call.name)
+        assert service is not None
+        label = display_key(service)
+        if not account.has_service_role(session, service, "INFERENCE_SERVICE_FUNCTION_USAGE"):
+            raise InsufficientPrivileges(
+                f"role {session.role} cannot call the functions of service {label}: run GRANT SERVICE ROLE "
+                f"{label}!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE {session.role} (as {service.owner})"
+            )
+        manifest = services.models.manifest(services._model_of(service), service.props["version"])
+        try:
+            method = manifest.method(call.method)
+        except KeyError:
+            names = ", ".join(f"{label}!{m.name.upper()}" for m in manifest.methods)
+            raise ObjectNotFound(f"service {label} has no function {call.method.upper()}: it has {names}") from None
+        if call.arguments != len(method.inputs):
+            raise ProgrammingError(
+                f"{label}!{method.name.upper()} takes {len(method.inputs)} argument(s) "
+                f"({method.sql_arguments}), got {call.arguments}"
+            )
+        service = services.ensure_running(session, service)
+        udf = UDF_PREFIX + hashlib.sha1(f"{service.key}!{method.name}".encode()).hexdigest()[:12]
+        signature = f"{method.sql_arguments} -> {method.sql_return_type}"
+        with self._lock:
+            if self._registered.get(udf) != signature:
+                self._register(udf, method, signature)
+
+            def instances() -> list[str]:
+                fresh = account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+                return services.instance_urls(fresh) if fresh is not None else []
+
+            client = ServiceClient(label, method, instances, parallelism=account.parallelism(session),
+                                   batch_rows=service.props.get("max_batch_rows"))
+            self._clients[udf] = client
+            self.active.append(client)
+        return udf
+
+    def _register(self, udf: str, method: MethodSpec, signature: str) -> None:
+        import duckdb
+        from duckdb.func import ARROW, SPECIAL
+
+        con = self.connection.duckdb
+        if udf in self._registered:
+            con.remove_function(udf)
+        parameters: list[Any] = [duckdb.sqltype(f.duckdb_type) for f in method.inputs]
+        clients = self._clients
+
+        def call(*arguments: Any) -> Any:
+            try:
+                return clients[udf].call(list(arguments))
+            except Error as exc:
+                self.error = exc
+                raise
+
+        # DuckDB reads the arity from the Python signature
+        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(parameters))])
+        con.create_function(udf, call, parameters, duckdb.sqltype(method.sql_return_type), type=ARROW,
+                            null_handling=SPECIAL, side_effects=False)
+        self._registered[udf] = signature
+
+    def begin(self) -> None:
+        self.error = None
+        self.active = []
+
+    def cancel(self) -> None:
+        for client in self.active:
+            client.cancelled.set()
+
+    def parallelism(self) -> int:
+        return max((c.parallelism for c in self.active), default=0)
