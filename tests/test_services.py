@@ -300,3 +300,121 @@ def test_killed_instance_mid_query(deployed: Any) -> None:
 def test_deploy_time_is_reported(deployed: Any) -> None:
     # not a timed assertion: the figure goes to the bench notes; here only that it was measured
     assert deployed["deploy_seconds"] > 0
+
+
+def test_idle_service_suspends_itself_and_resumes_on_call(deployed: Any) -> None:
+    conn, reg = deployed["conn"], deployed["reg"]
+    mv = reg.get_model("forecast").version("v1")
+    mv.create_service(service_name="idle_svc", service_compute_pool="mypool", image_repo="my_inference_images",
+                      auto_suspend_secs=2, num_workers=1)
+    assert conn.execute("SELECT count(idle_svc!predict(f1, f2, f3)) FROM orders").fetchone() == (5000,)
+    deadline = time.monotonic() + 30
+    status = ""
+    while time.monotonic() < deadline:
+        status = rows(conn, "SELECT status FROM (SHOW SERVICES LIKE 'IDLE_SVC')")[0]["status"]
+        if status == "SUSPENDED":
+            break
+        time.sleep(0.5)
+    assert status == "SUSPENDED"
+    assert conn.execute("SELECT count(idle_svc!predict(f1, f2, f3)) FROM orders").fetchone() == (5000,)
+    assert rows(conn, "SELECT status FROM (SHOW SERVICES LIKE 'IDLE_SVC')") == [{"status": "RUNNING"}]
+    conn.execute("DROP SERVICE idle_svc")
+
+
+def test_service_roles_and_owners(deployed: Any) -> None:
+    conn, home = deployed["conn"], deployed["home"]
+    conn.cursor().execute("""
+        CREATE ROLE IF NOT EXISTS analyst;
+        CREATE USER IF NOT EXISTS ana DEFAULT_ROLE = analyst;
+        GRANT ROLE analyst TO USER ana;
+        GRANT USAGE ON COMPUTE POOL mypool TO ROLE analyst;
+        GRANT READ, WRITE, SERVICE READ, SERVICE WRITE ON IMAGE REPOSITORY my_inference_images TO ROLE analyst;
+    """)
+    with duckserve.connect(home=str(home), user="ana") as ana:
+        ana.execute("CREATE TABLE t AS SELECT 1.0 AS a, 2.0 AS b, 3.0 AS c")
+        with pytest.raises(errors.InsufficientPrivileges, match=r"GRANT SERVICE ROLE DUCKSERVE.PUBLIC.FORECAST_SVC!"
+                                                                 r"INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE ANALYST"):
+            ana.execute("SELECT forecast_svc!predict(a, b, c) FROM t")
+        conn.execute("GRANT SERVICE ROLE forecast_svc!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE analyst")
+        assert ana.execute("SELECT forecast_svc!predict(a, b, c) FROM t").fetchone()[0] in (0, 1)
+    with duckserve.connect(home=str(home), user="ana") as ana:
+        with pytest.raises(errors.InsufficientPrivileges):
+            Registry(ana).get_model("forecast")
+    conn.execute("GRANT USAGE ON MODEL forecast TO ROLE analyst")
+    with duckserve.connect(home=str(home), user="ana") as ana:
+        mv = Registry(ana).get_model("forecast").version("v1")
+        with pytest.raises(errors.ProgrammingError, match="only the owner of model DUCKSERVE.PUBLIC.FORECAST"):
+            mv.create_service(service_name="not_mine", service_compute_pool="mypool",
+                              image_repo="my_inference_images")
+    assert rows(conn, "SHOW SERVICES LIKE 'NOT_MINE'") == []
+
+
+def test_ingress_with_programmatic_access_tokens(deployed: Any) -> None:
+    import httpx
+
+    conn, mv = deployed["conn"], deployed["mv"]
+    mv.create_service(service_name="public_svc", service_compute_pool="mypool", image_repo="my_inference_images",
+                      ingress_enabled=True, num_workers=1)
+    url = rows(conn, "SHOW ENDPOINTS IN SERVICE public_svc")[0]["ingress_url"]
+    assert url.startswith("127.0.0.1:")
+    secret = rows(conn, "ALTER USER admin ADD PROGRAMMATIC ACCESS TOKEN ingress_test DAYS_TO_EXPIRY = 1")[0][
+        "token_secret"]
+    X, _ = training_data(5, seed=9)
+    body = {"data": [[i, *row] for i, row in enumerate(X.to_numpy().tolist())]}
+    response = httpx.post(f"http://{url}/predict", json=body, timeout=30)
+    assert response.status_code == 401
+    response = httpx.post(f"http://{url}/predict", json=body, timeout=30,
+                          headers={"Authorization": f'Snowflake Token="{secret}"'})
+    assert response.status_code == 200, response.text
+    assert [r[1] for r in response.json()["data"]] == deployed["model"].predict(X).tolist()
+    conn.cursor().execute("""
+        CREATE ROLE IF NOT EXISTS caller;
+        CREATE USER IF NOT EXISTS app DEFAULT_ROLE = caller;
+        GRANT ROLE caller TO USER app;
+    """)
+    app_secret = rows(conn, "ALTER USER app ADD PROGRAMMATIC ACCESS TOKEN t1")[0]["token_secret"]
+    headers = {"Authorization": f"Bearer {app_secret}"}
+    assert httpx.post(f"http://{url}/predict-proba", json=body, headers=headers, timeout=30).status_code == 403
+    conn.execute("GRANT SERVICE ROLE public_svc!ALL_ENDPOINTS_USAGE TO ROLE caller")
+    time.sleep(1.2)  # the ingress caches authorization decisions for a second
+    response = httpx.post(f"http://{url}/predict-proba", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200 and len(response.json()["data"]) == 5
+    conn.execute("ALTER USER app REMOVE PROGRAMMATIC ACCESS TOKEN t1")
+    time.sleep(1.2)
+    assert httpx.post(f"http://{url}/predict", json=body, headers=headers, timeout=30).status_code == 401
+    # services with ingress never suspend themselves
+    assert rows(conn, "SELECT auto_suspend_secs FROM (SHOW SERVICES LIKE 'PUBLIC_SVC')") == [{"auto_suspend_secs": 0}]
+    conn.execute("DROP SERVICE public_svc")
+
+
+def test_pool_operations_reach_services(deployed: Any) -> None:
+    conn, mv = deployed["conn"], deployed["mv"]
+    conn.execute("CREATE COMPUTE POOL side_pool MIN_NODES = 1 MAX_NODES = 1 INSTANCE_FAMILY = CPU_X64_XS "
+                 "AUTO_RESUME = FALSE")
+    mv.create_service(service_name="side_svc", service_compute_pool="side_pool", image_repo="my_inference_images",
+                      num_workers=1)
+    with pytest.raises(errors.ProgrammingError, match="STOP ALL"):
+        conn.execute("DROP COMPUTE POOL side_pool")
+    conn.execute("ALTER COMPUTE POOL side_pool SUSPEND")
+    assert rows(conn, "SELECT status FROM (SHOW SERVICES LIKE 'SIDE_SVC')") == [{"status": "SUSPENDED"}]
+    with pytest.raises(errors.OperationalError, match="compute pool SIDE_POOL is SUSPENDED and AUTO_RESUME is off"):
+        conn.execute("SELECT side_svc!predict(f1, f2, f3) FROM orders")
+    conn.execute("ALTER COMPUTE POOL side_pool RESUME")
+    assert conn.execute("SELECT count(side_svc!predict(f1, f2, f3)) FROM orders").fetchone() == (5000,)
+    conn.execute("ALTER COMPUTE POOL side_pool STOP ALL")
+    assert rows(conn, "SHOW SERVICES LIKE 'SIDE_SVC'") == []
+    conn.execute("DROP COMPUTE POOL side_pool")
+
+
+def test_unresolvable_dependency_fails_the_build(deployed: Any) -> None:
+    conn, reg = deployed["conn"], deployed["reg"]
+    X, y = training_data(100, seed=11)
+    mv = reg.log_model(LogisticRegression().fit(X, y), model_name="broken", sample_input_data=X,
+                       pip_requirements=["duckserve-no-such-package-zzz"])
+    with pytest.raises(errors.BuildError, match="duckserve-no-such-package-zzz") as info:
+        mv.create_service(service_name="broken_svc", service_compute_pool="mypool", image_repo="my_inference_images")
+    job = str(info.value).split("SYSTEM$GET_SERVICE_LOGS('")[1].split("'")[0]
+    assert rows(conn, "SHOW SERVICES LIKE 'BROKEN_SVC'") == []  # nothing half-created
+    log = conn.execute(f"CALL SYSTEM$GET_SERVICE_LOGS('{job}', 0, 'model-build')").fetchone()[0]
+    assert "duckserve-no-such-package-zzz" in log
+    assert rows(conn, f"SELECT status FROM (SHOW SERVICES LIKE '{job}')") == [{"status": "FAILED"}]

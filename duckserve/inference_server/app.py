@@ -185,6 +185,8 @@ class ModelWorker:
             time.monotonic() - started,
             ", ".join(m.name for m in self.manifest.methods),
         )
+        # idleness counts from the moment the model can answer, not from process start
+        self.settings.touch_activity()
         marker = self._marker()
         if marker is not None:
             marker.parent.mkdir(parents=True, exist_ok=True)

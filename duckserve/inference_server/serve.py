@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from duckserve.inference_server.app import ServerSettings
+from duckserve.inference_server.app import READY_DIR, ServerSettings
 from duckserve.inference_server.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -101,6 +101,9 @@ def _exit_when_idle(settings: ServerSettings) -> None:
             idle = time.time() - settings.activity_file.stat().st_mtime
         except FileNotFoundError:
             return
+        ready = settings.state_dir is not None and any((settings.state_dir / READY_DIR).glob("*"))
+        if not ready:
+            continue  # still loading the model: that is not idleness
         if idle >= settings.idle_timeout:
             logger.info(
                 "no inference request for %.0f s (idle timeout %g s): shutting down",

@@ -271,7 +271,7 @@ def parse_alter(s: Stream) -> S.Statement:
     name = _object_name(s, kind)
     settable = ALTER_SET_PROPERTIES[kind]
     if kind == A.USER and (s.at("ADD") or s.at("REMOVE")):
-        action = "ADD TOKEN" if s.accept("ADD") else "REMOVE TOKEN"
+        action = "ADD TOKEN" if s.word() == "ADD" else "REMOVE TOKEN"
         s.i += 1
         if not (s.accept("PROGRAMMATIC", "ACCESS", "TOKEN") or s.accept("PAT")):
             s.fail("PROGRAMMATIC ACCESS TOKEN (or PAT)")
