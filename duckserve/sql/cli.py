@@ -1,10 +1,9 @@
-"""``duckserve sql``: run SQL from -c, -f or an interactive prompt, printing results as tables."""
+"""The ``duckserve`` command: ``sql`` (run SQL from -c, -f, a pipe, or the shell on a terminal),
+``shell`` (the interactive shell) and ``run`` (a dbt-style project)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -16,38 +15,19 @@ from duckserve.errors import Error
 MAX_CELL = 60
 
 
-def _cell(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
-    text = text.replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
-
-
 def format_table(table: pa.Table, seconds: float | None = None) -> str:
     """An aligned text table with a row count (and the time, when given)."""
-    names = table.column_names
-    rows = [[_cell(v) for v in row] for row in zip(*(c.to_pylist() for c in table.columns))] if names else []
-    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |", line]
-    for row in rows:
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-    out.append(line)
-    count = f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}"
-    out.append(count + (f" ({seconds:.3f} s)" if seconds is not None else ""))
-    return "\n".join(out)
+    from duckserve.sql import formatting
+
+    return formatting.format_table(table, formatting.FormatOptions(max_cell_width=MAX_CELL), seconds)
 
 
 def write_result(table: pa.Table, fmt: str, out: TextIO, seconds: float | None = None) -> None:
-    if fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(table.column_names)
-        for row in zip(*(c.to_pylist() for c in table.columns)):
-            writer.writerow(["" if v is None else v for v in row])
-    elif fmt == "json":
-        for record in table.to_pylist():
-            out.write(json.dumps(record, default=str) + "\n")
-    else:
-        out.write(format_table(table, seconds) + "\n")
+    from duckserve.sql import formatting
+
+    text = formatting.render(table, fmt, formatting.FormatOptions(max_cell_width=MAX_CELL), seconds)
+    if text:
+        out.write(text + "\n")
 
 
 def run_script(connection: Any, sql: str, fmt: str, out: TextIO) -> bool:
@@ -70,35 +50,27 @@ def run_script(connection: Any, sql: str, fmt: str, out: TextIO) -> bool:
     return True
 
 
-def interactive(connection: Any, fmt: str) -> int:
-    """A minimal prompt: statements end at ';'. (The full shell is ``duckserve shell``.)"""
-    buffer: list[str] = []
-    while True:
-        try:
-            line = input("duckserve> " if not buffer else "       ...> ")
-        except EOFError:
-            break
-        except KeyboardInterrupt:
-            buffer = []
-            print()
-            continue
-        if not buffer and line.strip().lower() in ("quit", "exit", "!quit", "!exit", ".quit"):
-            break
-        buffer.append(line)
-        if line.rstrip().endswith(";"):
-            run_script(connection, "\n".join(buffer), fmt, sys.stdout)
-            buffer = []
-    if buffer:
-        run_script(connection, "\n".join(buffer), fmt, sys.stdout)
-    return 0
+def _connect(args: argparse.Namespace) -> Any:
+    import duckserve
+
+    return duckserve.connect(args.database, home=args.home, user=args.user, role=args.role,
+                             warehouse=args.warehouse)
+
+
+def _shell(connection: Any, args: argparse.Namespace, interactive: bool | None) -> int:
+    from duckserve.sql.shell import run_shell
+
+    try:
+        return run_shell(connection, output_format=args.format, options=args.option, history_file=args.history,
+                         interactive=interactive)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def sql_command(args: argparse.Namespace) -> int:
-    import duckserve
-
     try:
-        connection = duckserve.connect(args.database, home=args.home, user=args.user, role=args.role,
-                                       warehouse=args.warehouse)
+        connection = _connect(args)
     except Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -112,25 +84,92 @@ def sql_command(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
                 return 1
-            return 0 if run_script(connection, script, args.format, sys.stdout) else 1
-        if not sys.stdin.isatty():
-            return 0 if run_script(connection, sys.stdin.read(), args.format, sys.stdout) else 1
-        return interactive(connection, args.format)
+            return _run_file(connection, script, args)
+        return _shell(connection, args, None)
+
+
+def _run_file(connection: Any, script: str, args: argparse.Namespace) -> int:
+    """A file of statements and !commands, as the shell runs it, stopping at the first error."""
+    from duckserve.sql.shell import Shell, StopShell
+
+    shell = Shell(connection, interactive=False)
+    shell.settings.output_format = args.format
+    try:
+        for option in args.option:
+            shell.settings.set(*option.partition("=")[::2])
+        return 0 if shell.run_text(script, origin=args.file) and not shell.failed else 1
+    except StopShell as stop:
+        return stop.code
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def shell_command(args: argparse.Namespace) -> int:
+    try:
+        connection = _connect(args)
+    except Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with connection:
+        return _shell(connection, args, None)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from duckserve.sql.project import run_project_command
+
+    return run_project_command(args)
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="account directory (default $DUCKSERVE_HOME or ~/.duckserve)")
+    parser.add_argument("--user")
+    parser.add_argument("--role")
+    parser.add_argument("--warehouse")
+
+
+def _shell_options(parser: argparse.ArgumentParser) -> None:
+    from duckserve.sql.formatting import FORMATS
+
+    parser.add_argument("--format", choices=FORMATS, default="table", help="how results print (default table)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a shell option, as !set takes it (e.g. -o timing=false); repeatable")
+    parser.add_argument("--history", metavar="FILE",
+                        help="history file (default $DUCKSERVE_HISTORY, else shell_history in the account home)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="duckserve", description="Snowflake-style model serving over DuckDB")
     commands = parser.add_subparsers(dest="subcommand", required=True)
-    sql = commands.add_parser("sql", help="run SQL (-c, -f, piped input, or an interactive prompt)")
+    sql = commands.add_parser("sql", help="run SQL (-c, -f, piped input, or the shell on a terminal)")
     sql.add_argument("database", nargs="?", default=":memory:", help="DuckDB database file (default :memory:)")
     sql.add_argument("-c", "--command", help="SQL to run (several statements separated by ';')")
-    sql.add_argument("-f", "--file", help="a .sql file to run")
-    sql.add_argument("--home", help="account directory (default $DUCKSERVE_HOME or ~/.duckserve)")
-    sql.add_argument("--user")
-    sql.add_argument("--role")
-    sql.add_argument("--warehouse")
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("-f", "--file", help="a .sql file to run (statements and !commands)")
+    _connection_options(sql)
+    _shell_options(sql)
     sql.set_defaults(run=sql_command)
+
+    shell = commands.add_parser("shell", help="the interactive SQL shell (plain results when input is piped)")
+    shell.add_argument("database", nargs="?", default=":memory:", help="DuckDB database file (default :memory:)")
+    _connection_options(shell)
+    _shell_options(shell)
+    shell.set_defaults(run=shell_command)
+
+    run = commands.add_parser("run", help="run a dbt-style project: setup, seeds and models in dependency order")
+    run.add_argument("project_dir", metavar="PROJECT_DIR", help="the folder holding dbt_project.yml")
+    run.add_argument("-s", "--select", nargs="+", default=[], metavar="SELECTOR",
+                     help="models to run: name, +name (with its parents), name+ (with its children), "
+                          "tag:x, path:models/marts, config.materialized:table")
+    run.add_argument("--exclude", nargs="+", default=[], metavar="SELECTOR", help="models to leave out")
+    run.add_argument("--database", help="DuckDB database file (default: the profile's path, else "
+                                        "PROJECT_DIR/<name>.duckdb)")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    run.add_argument("--vars", help="YAML or JSON mapping that overrides the project's vars")
+    run.add_argument("--target", help="profile target to use (default the profile's target)")
+    run.add_argument("--no-setup", action="store_true", help="skip setup/ and on-run-start")
+    run.add_argument("--no-seeds", action="store_true", help="do not (re)load seeds/*.csv")
+    _connection_options(run)
+    run.set_defaults(run=run_command)
     return parser
 
 
