@@ -56,7 +56,9 @@ def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int, runs:
     con.register("frame", pd.DataFrame(X, columns=FEATURES))
     con.execute("CREATE TABLE t AS SELECT * FROM frame")
 
-    def predict(*columns: pa.ChunkedArray) -> pa.Array:
+    def predict(f0: pa.ChunkedArray, f1: pa.ChunkedArray, f2: pa.ChunkedArray, f3: pa.ChunkedArray,
+                f4: pa.ChunkedArray, f5: pa.ChunkedArray, f6: pa.ChunkedArray, f7: pa.ChunkedArray) -> pa.Array:
+        columns = (f0, f1, f2, f3, f4, f5, f6, f7)
         matrix = np.column_stack([c.to_numpy() for c in columns])
         return pa.array(model.predict(matrix))
 

@@ -405,6 +405,11 @@ def _dtype_matches(dtype: Any, feature: FeatureSpec) -> bool:
     return False
 
 
+def dtype_matches(dtype: Any, feature: FeatureSpec) -> bool:
+    """Whether a pandas column of ``dtype`` already has the feature's type."""
+    return _dtype_matches(dtype, feature)
+
+
 def coerce_series(
     series: pd.Series,
     feature: FeatureSpec,

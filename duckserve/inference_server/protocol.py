@@ -242,6 +242,29 @@ def _find_column(table: pa.Table, name: str) -> str | None:
     return folded.get(name.lower())
 
 
+def _numeric_block(table: pa.Table, method: MethodSpec) -> pd.DataFrame | None:
+    """The hot path: every input a scalar float column of one type, present by its exact name and
+    without nulls, becomes one 2-D block (no per-column conversion)."""
+    import numpy as np
+    import pandas as pd
+
+    from duckserve.inference_server.datatypes import arrow_type
+
+    names = [f.name for f in method.inputs]
+    if not names or any(f.shape or f.dtype not in ("DOUBLE", "FLOAT") for f in method.inputs):
+        return None
+    if len({f.dtype for f in method.inputs}) != 1 or any(n not in table.column_names for n in names):
+        return None
+    target = arrow_type(method.inputs[0])
+    columns = [table.column(n) for n in names]
+    if any(c.type != target or c.null_count for c in columns):
+        return None
+    matrix = np.column_stack([c.to_numpy() for c in columns]) if table.num_rows else None
+    if matrix is None:
+        return None
+    return pd.DataFrame(matrix, columns=names, copy=False)
+
+
 def decode_arrow_request(body: bytes, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
     """An Arrow IPC request as (row indexes, one column per input converted to the signature's types)."""
     import pandas as pd
@@ -250,6 +273,9 @@ def decode_arrow_request(body: bytes, method: MethodSpec) -> tuple[np.ndarray, p
 
     table = _read_ipc(body, "request body")
     ids = _arrow_ids(table, "request")
+    fast = _numeric_block(table, method)
+    if fast is not None:
+        return ids, fast
     columns: dict[str, pd.Series] = {}
     for position, feature in enumerate(method.inputs, start=1):
         name = _find_column(table, feature.name)

@@ -194,6 +194,8 @@ class Connection:
         if threads != self._default_threads:
             self.duckdb.execute(f"SET threads = {threads}")
         try:
+            if self.functions.active:
+                self._prefetch(statement, text, parameters)
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
             if relation is None:
                 return None, -1
@@ -213,6 +215,38 @@ class Connection:
         if table.column_names == ["Count"] and table.num_rows == 1 and first in ("INSERT", "UPDATE", "DELETE", "CREATE", "COPY", "MERGE"):
             return table, int(table.column(0)[0].as_py() or 0)
         return table, table.num_rows
+
+    def _prefetch(self, statement: splitter.Statement, text: str,
+                  parameters: Sequence[Any] | dict[str, Any] | None) -> None:
+        """A first pass that gathers service-function arguments, so they travel in large batches
+        (see ``service_functions.Prefetch``). A writing statement's first pass is rolled back."""
+        from duckserve.sql.service_functions import READ_ONLY_STARTS, WRITING_STARTS
+
+        first = statement.tokens[0].text.upper()
+        if first not in READ_ONLY_STARTS and first not in WRITING_STARTS:
+            return
+        writing = first in WRITING_STARTS
+        if writing:
+            try:
+                self.duckdb.execute("BEGIN TRANSACTION")
+            except duckdb.TransactionException:
+                return  # inside the user's own transaction: no first pass, chunk-by-chunk calls
+
+        def first_pass() -> None:
+            relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
+            if relation is not None:
+                reader = relation.to_arrow_reader() if hasattr(relation, "to_arrow_reader") else None
+                if reader is None:
+                    relation.to_arrow_table()
+                else:
+                    for _ in reader:
+                        pass
+
+        try:
+            self.functions.prefetch(first_pass)
+        finally:
+            if writing:
+                self.duckdb.execute("ROLLBACK")
 
     def _remember(self, query_id: str, table: pa.Table | None) -> None:
         self._query_ids.append(query_id)

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from sqlglot.tokens import Token, TokenType
 
 from duckserve.engine import access as A
@@ -86,6 +87,78 @@ def _count_arguments(tokens: list[Token], open_index: int, close_index: int) -> 
     return count
 
 
+#: statements whose first pass needs no rollback (they only read)
+READ_ONLY_STARTS = ("SELECT", "WITH", "FROM", "VALUES", "TABLE", "(")
+#: statements whose first pass runs inside a transaction that is rolled back
+WRITING_STARTS = ("INSERT", "CREATE", "UPDATE", "DELETE", "MERGE")
+#: the most argument rows a first pass gathers before giving up on prefetching (memory bound)
+PREFETCH_MAX_ROWS = 20_000_000
+
+
+class PrefetchAbort(Exception):
+    """Raised inside the first pass when it gathers too many rows; the statement then runs direct."""
+
+
+class Prefetch:
+    """Large batches for a vectorized UDF that DuckDB feeds 2,048 rows at a time.
+
+    The statement runs twice. In the first pass the UDF only gathers its argument chunks (and
+    answers NULL); then every gathered row goes to the service in large concurrent batches; in
+    the second pass each chunk that arrives again, with identical arguments, gets its precomputed
+    answers. A chunk the first pass did not see (another thread order, random(), a branch that
+    NULLs changed) is sent on the spot, so answers are always those of its own arguments.
+    """
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+        self.chunks: list[list[pa.Array]] = []
+        self.rows = 0
+        self.results: list[pa.Array] = []
+        self.index: dict[tuple[Any, ...], list[int]] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _columns(arguments: tuple[Any, ...]) -> list[pa.Array]:
+        return [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
+
+    @staticmethod
+    def _key(columns: list[pa.Array]) -> tuple[Any, ...]:
+        first = columns[0] if columns else None
+        if first is None or len(first) == 0:
+            return (0,)
+        return (len(first), first[0].as_py(), first[len(first) - 1].as_py())
+
+    def collect(self, arguments: tuple[Any, ...]) -> pa.Array:
+        columns = self._columns(arguments)
+        n = len(columns[0]) if columns else 0
+        with self.lock:
+            self.chunks.append(columns)
+            self.rows += n
+            if self.rows > PREFETCH_MAX_ROWS:
+                raise PrefetchAbort(f"more than {PREFETCH_MAX_ROWS} rows")
+        return pa.nulls(n, type=self.client._result_type())
+
+    def compute(self) -> None:
+        if not self.chunks:
+            return
+        width = len(self.chunks[0])
+        columns = [pa.concat_arrays([chunk[i] for chunk in self.chunks]) for i in range(width)]
+        answers = self.client.call(columns)
+        offset = 0
+        for position, chunk in enumerate(self.chunks):
+            n = len(chunk[0])
+            self.results.append(answers.slice(offset, n))
+            self.index.setdefault(self._key(chunk), []).append(position)
+            offset += n
+
+    def answer(self, arguments: tuple[Any, ...]) -> pa.Array:
+        columns = self._columns(arguments)
+        for position in self.index.get(self._key(columns), ()):
+            if all(a.equals(b) for a, b in zip(columns, self.chunks[position])):
+                return self.results[position]
+        return self.client.call(columns)
+
+
 class ServiceFunctions:
     """The service-function UDFs of one connection."""
 
@@ -96,6 +169,8 @@ class ServiceFunctions:
         self._lock = threading.Lock()
         self.error: Error | None = None  # the exception a UDF raised, re-raised after DuckDB's wrapper
         self.active: list[ServiceClient] = []
+        self._prefetch: dict[str, Prefetch] = {}
+        self._collecting = False
 
     def rewrite(self, statement: Statement, _context: Any) -> list[Edit]:
         edits = []
@@ -155,7 +230,12 @@ class ServiceFunctions:
 
         def call(*arguments: Any) -> Any:
             try:
-                return clients[udf].call(list(arguments))
+                prefetch = self._prefetch.get(udf)
+                if prefetch is None:
+                    return clients[udf].call(list(arguments))
+                if self._collecting:
+                    return prefetch.collect(arguments)
+                return prefetch.answer(arguments)
             except Error as exc:
                 self.error = exc
                 raise
@@ -170,6 +250,25 @@ class ServiceFunctions:
     def begin(self) -> None:
         self.error = None
         self.active = []
+        self._prefetch = {}
+        self._collecting = False
+
+    def prefetch(self, run_first_pass: Any) -> None:
+        """Run the statement's first pass (``run_first_pass()``) gathering arguments, then send them
+        in large batches; the caller then runs the statement for real."""
+        self._prefetch = {udf: Prefetch(client) for udf, client in self._clients.items() if client in self.active}
+        self._collecting = True
+        try:
+            run_first_pass()
+        except Exception:
+            if any(p.rows > PREFETCH_MAX_ROWS for p in self._prefetch.values()):
+                self._prefetch = {}  # too large to gather: the statement runs chunk by chunk
+                return
+            raise
+        finally:
+            self._collecting = False
+        for prefetch in self._prefetch.values():
+            prefetch.compute()
 
     def cancel(self) -> None:
         for client in self.active:
