@@ -293,3 +293,29 @@ def test_two_processes_share_one_home(home: Path, tmp_path: Path) -> None:
         assert len(roles) == 50
         grants = rows(c, "SHOW GRANTS ON COMPUTE POOL shared")
         assert len([g for g in grants if g["privilege"] == "USAGE"]) == 50
+
+
+def test_describe_use_and_unset(conn: Any) -> None:
+    conn.execute("CREATE WAREHOUSE reporting WAREHOUSE_SIZE = SMALL COMMENT = 'dashboards'")
+    described = rows(conn, "DESCRIBE WAREHOUSE reporting")
+    assert [(d["name"], d["size"], d["comment"]) for d in described] == [("REPORTING", "Small", "dashboards")]
+    conn.execute("CREATE USER dora EMAIL = 'dora@example.com' DEFAULT_WAREHOUSE = reporting")
+    user = {r["property"]: r["value"] for r in rows(conn, "DESCRIBE USER dora")}
+    assert user["email"] == "dora@example.com" and user["default_warehouse"] == "REPORTING"
+    conn.execute("ALTER USER dora UNSET EMAIL, DEFAULT_WAREHOUSE")
+    user = {r["property"]: r["value"] for r in rows(conn, "DESCRIBE USER dora")}
+    assert user["email"] is None and user["default_warehouse"] is None
+    conn.execute("CREATE IMAGE REPOSITORY analytics.ml.repo")
+    assert rows(conn, "SELECT name, database_name FROM (DESCRIBE IMAGE REPOSITORY analytics.ml.repo)") == [
+        {"name": "REPO", "database_name": "ANALYTICS"}]
+    # USE DATABASE / USE SCHEMA set the namespace for unqualified schema objects
+    conn.execute("USE SCHEMA analytics.ml")
+    conn.execute("CREATE IMAGE REPOSITORY second")
+    assert {(r["database_name"], r["schema_name"]) for r in rows(conn, "SHOW IMAGE REPOSITORIES LIKE 'SECOND'")} == {
+        ("ANALYTICS", "ML")}
+    conn.execute("USE DATABASE duckserve")
+    conn.execute("USE SCHEMA public")
+    assert (conn.session.database, conn.session.schema) == ("DUCKSERVE", "PUBLIC")
+    # SHOW GRANTS alone lists the roles of the current user
+    assert [(g["role"], g["grantee_name"]) for g in rows(conn, "SHOW GRANTS")] == [("ACCOUNTADMIN", "ADMIN")]
+    assert rows(conn, "SHOW TERSE COMPUTE POOLS") == []

@@ -418,3 +418,27 @@ def test_unresolvable_dependency_fails_the_build(deployed: Any) -> None:
     log = conn.execute(f"CALL SYSTEM$GET_SERVICE_LOGS('{job}', 0, 'model-build')").fetchone()[0]
     assert "duckserve-no-such-package-zzz" in log
     assert rows(conn, f"SELECT status FROM (SHOW SERVICES LIKE '{job}')") == [{"status": "FAILED"}]
+
+
+def test_writing_statements_and_volatile_arguments(deployed: Any) -> None:
+    conn = deployed["conn"]
+    want = expected(deployed)
+    # the first pass of a writing statement is rolled back: one table, each row once
+    conn.execute("CREATE OR REPLACE TABLE scored AS SELECT id, forecast_svc!predict(f1, f2, f3) AS p FROM orders")
+    got = conn.execute("SELECT p FROM scored ORDER BY id").fetch_pandas_all()["p"].tolist()
+    assert got == want["p"].tolist()
+    cursor = conn.execute("INSERT INTO scored SELECT id, forecast_svc!predict(f1, f2, f3) FROM orders WHERE id < 10")
+    assert cursor.rowcount == 10
+    assert conn.execute("SELECT count(*) FROM scored").fetchone() == (5010,)
+    conn.execute("BEGIN TRANSACTION")  # inside the user's own transaction there is no first pass
+    conn.execute("DELETE FROM scored WHERE forecast_svc!predict(0.0, 0.0, 0.0) = p AND id >= 0")
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*) FROM scored").fetchone() == (5010,)
+    # arguments that differ between passes (random()) are sent again: answers match their own rows
+    frame = conn.execute("SELECT a, f2, f3, forecast_svc!predict(a, f2, f3) AS p FROM "
+                         "(SELECT random() * 4 - 2 AS a, f2, f3 FROM orders)").fetch_pandas_all()
+    features = frame[["a", "f2", "f3"]].set_axis(["F1", "F2", "F3"], axis=1)
+    assert frame["p"].tolist() == deployed["model"].predict(features).tolist()
+    # LIMIT stops early; the answers are still right
+    top = conn.execute("SELECT id, forecast_svc!predict(f1, f2, f3) FROM orders ORDER BY id LIMIT 7").fetchall()
+    assert [p for _, p in top] == want["p"].tolist()[:7]
