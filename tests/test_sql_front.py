@@ -143,3 +143,25 @@ def test_show_output_is_a_relation(conn: Any) -> None:
 def test_result_scan_of_unknown_query(conn: Any) -> None:
     with pytest.raises(errors.ProgrammingError, match="no result for query"):
         conn.execute("SELECT * FROM RESULT_SCAN('nope')")
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("a.b.c", ("A", "B", "C")),
+    ("mydb.myschema.my_image_repo", ("MYDB", "MYSCHEMA", "MY_IMAGE_REPO")),
+    ('"X y".b', ("", "X y", "B")),
+    ('"a""b".c', ("", 'a"b', "C")),
+    ("svc", ("", "", "SVC")),
+])
+def test_python_names_parse_like_sql(text: str, parts: tuple[str, str, str]) -> None:
+    from duckserve.engine.names import parse_name
+
+    name = parse_name(text)
+    assert (name.database, name.schema, name.name) == parts
+
+
+@pytest.mark.parametrize("text", ["a..b", "a.", "", '"open', "a.b.c.d"])
+def test_bad_python_names(text: str) -> None:
+    from duckserve.engine.names import parse_name
+
+    with pytest.raises(errors.ProgrammingError):
+        parse_name(text)
