@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from duckserve.engine import access as A
-from duckserve.engine.catalog import Catalog, CatalogObject, now
-from duckserve.engine.families import FAMILIES, instance_family
+from duckserve.engine.catalog import Catalog, CatalogObject, now, parse_timestamp
+from duckserve.engine.families import FAMILIES
+from duckserve.engine.families import instance_family as lookup_family
 from duckserve.engine.names import (
     DEFAULT_DATABASE,
     DEFAULT_SCHEMA,
@@ -308,7 +309,7 @@ class Account:
                             initially_suspended: bool = False, comment: str | None = None,
                             or_replace: bool = False, if_not_exists: bool = False) -> Rows:
         self.require_account(session, "CREATE COMPUTE POOL", f"create compute pool {display(name)}")
-        family = instance_family_checked(instance_family)
+        family = lookup_family(instance_family)
         _check_nodes(name, min_nodes, max_nodes)
         if auto_suspend_secs < 0:
             raise ProgrammingError(f"compute pool {display(name)}: AUTO_SUSPEND_SECS must be 0 or more")
@@ -317,7 +318,7 @@ class Account:
             if not proceed:
                 return Rows.status(f"{display(name)} already exists, statement succeeded.")
             if existing is not None:
-                self._drop_pool_checked(session, existing)
+                self._drop_pool(session, existing)
             stamp = now().isoformat()
             self.catalog.insert(CatalogObject(
                 A.COMPUTE_POOL, name, owner=session.role, comment=comment,
@@ -381,17 +382,16 @@ class Account:
                 )
         _check_nodes(pool.name, pool.props["min_nodes"], pool.props["max_nodes"])
 
-    def _drop_pool_checked(self, session: Session, pool: CatalogObject) -> None:
+    def _run_drop_hooks(self, session: Session, pool: CatalogObject) -> None:
         for hook in self.pool_hooks["drop"]:
             hook(session, pool)
+
+    def _drop_pool(self, session: Session, pool: CatalogObject) -> None:
+        self._run_drop_hooks(session, pool)
         self.catalog.delete(pool)
 
     def drop_compute_pool(self, session: Session, name: str, if_exists: bool = False) -> Rows:
-        def before(pool: CatalogObject) -> None:
-            for hook in self.pool_hooks["drop"]:
-                hook(session, pool)
-
-        return self._drop(session, A.COMPUTE_POOL, name, if_exists, before)
+        return self._drop(session, A.COMPUTE_POOL, name, if_exists, lambda pool: self._run_drop_hooks(session, pool))
 
     def _pool_record(self, pool: CatalogObject) -> dict[str, Any]:
         p = pool.props
@@ -404,7 +404,7 @@ class Account:
             "min_nodes": p["min_nodes"], "max_nodes": p["max_nodes"], "instance_family": p["instance_family"],
             "num_services": len(services), "num_jobs": 0, "auto_suspend_secs": p["auto_suspend_secs"],
             "auto_resume": _bool_text(p["auto_resume"]), "active_nodes": active, "idle_nodes": nodes - active,
-            "target_nodes": nodes, "created_on": pool.created_on, "resumed_on": _ts(p.get("resumed_on")),
+            "target_nodes": nodes, "created_on": pool.created_on, "resumed_on": parse_timestamp(p.get("resumed_on")),
             "updated_on": pool.updated_on, "owner": pool.owner, "comment": pool.comment,
             "is_exclusive": "false", "application": None, "budget": None, "error_code": "",
             "status_message": _pool_status(p["state"], len(services)),
@@ -626,7 +626,6 @@ class Account:
 
     def show_roles(self, session: Session, like: str | None = None) -> Rows:
         matcher = like_matcher(like)
-        current_user_roles = self.user_roles(session.user)
         default_role = (self.catalog.get(A.USER, session.user) or CatalogObject(A.USER, "", "")).props.get("default_role")
         records = []
         for role in self.catalog.objects(A.ROLE):
@@ -643,7 +642,6 @@ class Account:
                 "granted_to_roles": sum(1 for g in grants_of if g.grantee_kind == A.ROLE),
                 "granted_roles": len(self._granted_roles(A.ROLE, role.name)),
                 "owner": role.owner if role.name != A.ACCOUNTADMIN else "", "comment": role.comment,
-                "usable_by_current_user": "Y" if role.name in current_user_roles else "N",
             })
         columns = ("created_on", "name", "is_default", "is_current", "is_inherited", "assigned_to_users",
                    "granted_to_roles", "granted_roles", "owner", "comment")
@@ -744,13 +742,11 @@ class Account:
         if kind == A.ACCOUNT:
             target_key = "ACCOUNT"
             self.require_account(session, "MANAGE GRANTS", f"{verb} account privileges")
-            owner_label = None
         else:
             assert name is not None
             obj = self.find(kind, name, session)
             assert obj is not None
             target_key = obj.key
-            owner_label = obj.owner
             if not self.has_account_privilege(session, "MANAGE GRANTS"):
                 self.require(session, obj, (A.OWNERSHIP,), f"{verb} privileges on {A.kind_label(kind)} {display_key(obj)}")
         valid = A.grantable(kind)
@@ -777,7 +773,6 @@ class Account:
                     self.catalog.remove_grant(privilege, kind, target_key, A.ROLE, role_obj.name)
                 else:
                     self.catalog.add_grant(privilege, kind, target_key, A.ROLE, role_obj.name, session.role)
-        del owner_label
         return Rows.status("Statement executed successfully.")
 
     def grant_service_role(self, session: Session, service: ObjectName, service_role: str, role: str,
@@ -882,10 +877,6 @@ def display_key(obj: CatalogObject) -> str:
     return ".".join(display(p) for p in (obj.database, obj.schema, obj.name) if p)
 
 
-def instance_family_checked(name: str) -> Any:
-    return instance_family(name)
-
-
 def _check_nodes(name: str, min_nodes: int, max_nodes: int) -> None:
     if min_nodes < 1:
         raise ProgrammingError(f"compute pool {display(name)}: MIN_NODES must be at least 1, got {min_nodes}")
@@ -905,12 +896,6 @@ def _pool_status(state: str, services: int) -> str:
 
 def _bool_text(value: Any) -> str:
     return "true" if value else "false"
-
-
-def _ts(value: str | None) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value) if value else None
 
 
 def _size_label(size: str) -> str:

@@ -56,6 +56,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def parse_timestamp(value: str | None) -> datetime | None:
+    """A timestamp the catalog stored as ISO text (None stays None)."""
+    return datetime.fromisoformat(value) if value else None
+
+
 def default_home() -> Path:
     return Path(os.environ.get("DUCKSERVE_HOME") or Path.home() / ".duckserve")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session, display_key
-from duckserve.engine.catalog import CatalogObject, now
+from duckserve.engine.catalog import CatalogObject, now, parse_timestamp
 from duckserve.engine.names import ObjectName, display
 from duckserve.engine.results import Rows, like_matcher
 from duckserve.errors import IntegrityError, ObjectNotFound, ProgrammingError
@@ -231,7 +231,7 @@ class ModelStore:
                 continue
             deps = {"conda": record.get("conda_dependencies", []), "pip": record.get("pip_requirements", [])}
             records.append({
-                "created_on": _ts(record["created_on"]), "name": version, "aliases": None,
+                "created_on": parse_timestamp(record["created_on"]), "name": version, "aliases": None,
                 "comment": record.get("comment"), "database_name": model.database, "schema_name": model.schema,
                 "model_name": model.name,
                 "is_default_version": "true" if model.props.get("default_version") == version else "false",
@@ -299,10 +299,6 @@ def _copy_code_paths(paths: list[str], target: Path) -> list[str]:
     return copied
 
 
-def _ts(value: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value)
 
 
 def _json(value: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session, display_key
-from duckserve.engine.catalog import CatalogObject, now
+from duckserve.engine.catalog import CatalogObject, now, parse_timestamp
 from duckserve.engine.environments import EnvironmentBuilder, EnvironmentSpec
 from duckserve.engine.families import FAMILIES
 from duckserve.engine.models import ModelStore
@@ -493,7 +493,7 @@ class Services:
             "min_ready_instances": p["min_instances"], "min_instances": p["min_instances"],
             "max_instances": p["max_instances"], "auto_resume": "true" if p.get("auto_resume", True) else "false",
             "external_access_integrations": None, "created_on": service.created_on, "updated_on": service.updated_on,
-            "resumed_on": _ts(p.get("resumed_on")), "suspended_on": _ts(p.get("suspended_on")),
+            "resumed_on": parse_timestamp(p.get("resumed_on")), "suspended_on": parse_timestamp(p.get("suspended_on")),
             "auto_suspend_secs": p.get("auto_suspend_secs", 0), "comment": service.comment,
             "owner_role_type": "ROLE", "query_warehouse": None, "is_job": "false", "is_async_job": "false",
             "spec_digest": p.get("env_key"), "is_upgrading": "false", "managing_object_domain": "Model",
@@ -575,7 +575,7 @@ class Services:
                 "status": status, "message": {"READY": "Running", "PENDING": "Starting",
                                               "STOPPED": "Stopped", "FAILED": "Failed"}.get(status, status),
                 "image_name": service.props.get("image"), "image_digest": f"sha256:{service.props.get('env_key')}",
-                "restart_count": 0, "start_time": _ts(handle.started_at), "pid": handle.pid, "port": handle.port,
+                "restart_count": 0, "start_time": parse_timestamp(handle.started_at), "pid": handle.pid, "port": handle.port,
             })
         columns = ("database_name", "schema_name", "service_name", "instance_id", "container_name", "status",
                    "message", "image_name", "image_digest", "restart_count", "start_time", "pid", "port")
@@ -655,8 +655,4 @@ def _plain(name: str) -> str:
     return parse_simple_name(name)
 
 
-def _ts(value: str | None) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value) if value else None
 
