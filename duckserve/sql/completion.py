@@ -325,12 +325,22 @@ class SQLCompleter(Completer):
                 before = before[i + 1:]  # a SHOW in parentheses: SELECT ... FROM (SHOW SERVICES)
                 break
         phrase_done = False
+        continuations = []
         for phrase in self.phrases:
             n = len(before)
-            if n < len(phrase) and tuple(before) == phrase[:n] and phrase[n].lower().startswith(typed):
-                yield from offer([" ".join(phrase[n:])], "duckserve", lambda w: _cased(w, word))
+            if 0 < n < len(phrase) and tuple(before) == phrase[:n] and phrase[n].lower().startswith(typed):
+                continuations.append(" ".join(phrase[n:]))
             if tuple(before[-len(phrase):]) == phrase:
                 phrase_done = True
+        if continuations and (len(before) > 1 or before[0] == "SHOW"):
+            # inside one of our statements' words (SHOW COMPUTE P...): only its continuations
+            yield from offer(continuations, "duckserve", lambda w: _cased(w, word))
+            return
+        if not before:
+            starts = sorted({p[0] for p in self.phrases} | {" ".join(p[:2]) for p in self.phrases if len(p) > 1})
+            yield from offer([s for s in starts if s.lower().startswith(typed) and typed], "duckserve",
+                             lambda w: _cased(w, word))
+        yield from offer(continuations, "duckserve", lambda w: _cased(w, word))
         # a name of ours after the words that name its kind (IN COMPUTE POOL p, DESCRIBE SERVICE s)
         tail = [w for w in before if w not in ("IF", "EXISTS", "NOT")]
         for kind_words, kind in KIND_PHRASES.items():

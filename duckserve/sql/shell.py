@@ -138,6 +138,13 @@ def is_complete(text: str) -> bool:
     return not tokens or tokens[-1].token_type == TokenType.SEMICOLON
 
 
+def _has_sql(text: str) -> bool:
+    try:
+        return bool(splitter.tokenize(text))
+    except Error:
+        return True  # unreadable: let running it report the problem
+
+
 @dataclass
 class Unit:
     """One thing to run: a ``!`` command or SQL text (one or more statements), with its first line."""
@@ -170,13 +177,13 @@ class LineReader:
         text = "\n".join(self.lines)
         if is_complete(text):
             self.lines = []
-            return [Unit("sql", text, self.start)] if text.strip() else []
+            return [Unit("sql", text, self.start)] if _has_sql(text) else []
         return []
 
     def flush(self) -> list[Unit]:
         text = "\n".join(self.lines)
         self.lines = []
-        return [Unit("sql", text, self.start)] if text.strip() else []
+        return [Unit("sql", text, self.start)] if text.strip() and (_has_sql(text) or not is_complete(text)) else []
 
 
 def units(text: str) -> list[Unit]:
