@@ -80,7 +80,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Any:
                  "(random() - 0.5) * 4 AS f3 FROM range(5000)")
     yield {"conn": conn, "home": home, "model": model, "mv": mv, "info": info, "reg": reg,
            "deploy_seconds": first_query_seconds}
-    conn.execute("DROP SERVICE IF EXISTS forecast_svc")
+    # stop every instance this module started, also those a failed test left behind
+    for service in rows(conn, "SHOW SERVICES EXCLUDE JOBS"):
+        conn.execute(f"DROP SERVICE IF EXISTS {service['name']}")
     conn.close()
 
 
