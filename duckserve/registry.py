@@ -70,7 +70,9 @@ class Registry:
             self.session, model, parse_name(model_name, "model_name"), version_name, sample_input=sample_input_data,
             signatures=signatures, pip_requirements=pip_requirements, conda_dependencies=conda_dependencies,
             code_paths=code_paths, comment=comment, target_methods=options.pop("target_methods", None),
-            options=options,
+            options=options, extra_pip_requirements=kwargs.get("extra_pip_requirements"),
+            conda_env=kwargs.get("conda_env"), signature=kwargs.get("signature"),
+            input_example=kwargs.get("input_example"),
         )
         return ModelVersion(self, model_obj, version)
 
@@ -220,7 +222,8 @@ class ModelVersion:
 
     def run(self, X: Any, *, function_name: str | None = None, service_name: str | None = None) -> pd.DataFrame:
         """Call a method on ``X`` (a DataFrame, array or list) and return ``X`` with the outputs added.
-        With ``service_name`` the rows go to that service through the service-function path."""
+        With ``service_name`` the rows go to that service through the service-function path; without
+        it the model runs in the warehouse (in this process), when its dependencies allow that."""
         import pandas as pd
         import pyarrow as pa
 
@@ -243,11 +246,9 @@ class ModelVersion:
                     f"{', '.join(m.name for m in manifest.methods)}"
                 ) from None
         frame = _input_frame(X, method)
+        checked = _checked_inputs(frame, method, self.fully_qualified_model_name)
         if service_name is None:
-            raise ProgrammingError(
-                f"running {self.fully_qualified_model_name} in the warehouse arrives with the warehouse path; "
-                "pass service_name=... to run it on a service (mv.create_service(...) first)"
-            )
+            return _with_outputs(X, checked, self._run_in_warehouse(method, checked))
         services = self.registry._services
         session = self.registry.session
         self.registry._sync_role()
@@ -266,12 +267,45 @@ class ModelVersion:
 
         client = ServiceClient(display_key(service), method, instances, parallelism=account.parallelism(session),
                                batch_rows=service.props.get("max_batch_rows"))
-        inputs = pa.Table.from_pandas(frame[[f.name for f in method.inputs]], preserve_index=False)
+        inputs = pa.Table.from_pandas(checked, preserve_index=False)
         outputs = client.call_table(inputs).to_pandas()
         result = X.copy() if isinstance(X, pd.DataFrame) else frame.copy()
         for column in outputs.columns:
             result[column] = outputs[column].to_numpy() if outputs[column].dtype != object else list(outputs[column])
         return result
+
+    def _run_in_warehouse(self, method: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        from duckserve.engine import warehouse
+
+        store = self._store
+        _, record = store.version_record(self._model, self.version_name)
+        if warehouse.WAREHOUSE not in record.get("runnable_in", []):
+            raise warehouse.not_in_warehouse(self.fully_qualified_model_name, self.version_name,
+                                             record.get("warehouse_reason") or "it was logged for SPCS only")
+        model, lock = warehouse.load(store.package_path(self._model, self.version_name))
+        return warehouse.call_frame(model, lock, self.fully_qualified_model_name, method, frame)
+
+
+def _with_outputs(X: Any, frame: pd.DataFrame, outputs: pd.DataFrame) -> pd.DataFrame:
+    """``X`` (or the input frame, when ``X`` is no DataFrame) with the output columns added."""
+    import pandas as pd
+
+    result = X.copy() if isinstance(X, pd.DataFrame) else frame.copy()
+    for column in outputs.columns:
+        result[column] = outputs[column].to_numpy() if outputs[column].dtype != object else list(outputs[column])
+    return result
+
+
+def _checked_inputs(frame: pd.DataFrame, method: Any, label: str) -> pd.DataFrame:
+    """The signature's input columns converted to its types (pandas' nullable dtypes included), before
+    any row is sent: a value that does not fit names the function, the argument and the type."""
+    from duckserve.inference_server.errors import ProtocolError
+    from duckserve.inference_server.handlers.base import conform_inputs
+
+    try:
+        return conform_inputs(frame, method)
+    except ProtocolError as exc:
+        raise ProgrammingError(f"{label}!{method.name.upper()}: {exc}") from None
 
 
 def _input_frame(X: Any, method: Any) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def test_conda_names_channels_and_versions_become_pip_requirements() -> None:
     )
     assert spec.requirements() == [
         "torch==2.1.*",
-        "xgboost>=1.7",
+        "xgboost-cpu>=1.7",  # conda's xgboost on a CPU environment: the build without CUDA's NCCL
         "scikit-learn",
         "torchvision",
         "numpy==1.26.*",

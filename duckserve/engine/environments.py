@@ -47,8 +47,6 @@ SERVER_PACKAGES: tuple[str, ...] = ("starlette", "uvicorn", "gunicorn", "pandas"
 CONDA_TO_PYPI: dict[str, str] = {
     "pytorch": "torch",
     "pytorch-cpu": "torch",
-    "py-xgboost": "xgboost",
-    "py-xgboost-cpu": "xgboost",
     "py-opencv": "opencv-python",
     "opencv": "opencv-python",
     "matplotlib-base": "matplotlib",
@@ -65,6 +63,21 @@ CONDA_TO_PYPI: dict[str, str] = {
     "pyg": "torch-geometric",
     "psycopg2": "psycopg2-binary",
 }
+
+#: conda names whose PyPI package depends on the hardware: (package on a CPU host, package for GPUs).
+#: conda picks a build by the host's CUDA driver; duckserve does the same with the service's accelerator.
+#: PyPI's ``xgboost`` brings the CUDA NCCL library (hundreds of MB); ``xgboost-cpu`` (2.1 and later) does not.
+CONDA_VARIANTS: dict[str, tuple[str, str]] = {
+    "xgboost": ("xgboost-cpu", "xgboost"),
+    "py-xgboost": ("xgboost-cpu", "xgboost"),
+    "py-xgboost-cpu": ("xgboost-cpu", "xgboost-cpu"),
+    "py-xgboost-gpu": ("xgboost", "xgboost"),
+}
+#: the first version of each CPU-only variant (older versions exist only as the full package)
+_VARIANT_SINCE = {"xgboost-cpu": "2.1.0"}
+#: packages whose PyPI wheels for Linux are CUDA builds; CPU builds come from local wheels (find-links)
+CPU_BUILD_PACKAGES = ("torch", "torchvision", "torchaudio")
+ACCELERATORS = ("cpu", "gpu")
 
 _BLAS = "a BLAS build: numpy and scipy wheels from PyPI bundle their own OpenBLAS"
 _CUDA = "the CUDA toolkit: PyPI wheels (torch, tensorflow, jax) bring the CUDA libraries they need"
@@ -254,7 +267,23 @@ def _python_satisfies(python_version: str, specifier: str) -> bool:
     return True
 
 
-def _conda_requirement(entry: str, python_version: str) -> _Requirement | None:
+def _variant(conda_name: str, version: str, accelerator: str) -> str:
+    cpu, gpu = CONDA_VARIANTS[conda_name]
+    chosen = gpu if accelerator == "gpu" else cpu
+    since = _VARIANT_SINCE.get(chosen)
+    if since and version:
+        from duckserve.engine.versions import satisfies
+
+        # keep the full package when the pin only allows versions older than the variant
+        try:
+            if not any(satisfies(candidate, version) for candidate in (since, "3.0.0", "99.0.0")):
+                return gpu
+        except ValueError:
+            return gpu
+    return chosen
+
+
+def _conda_requirement(entry: str, python_version: str, accelerator: str = "cpu") -> _Requirement | None:
     """Translate one conda dependency (``conda-forge::pytorch=2.1``) to a PyPI requirement."""
     text = entry.strip().rpartition("::")[2].strip()
     if not text or text.startswith("#"):
@@ -292,8 +321,60 @@ def _conda_requirement(entry: str, python_version: str) -> _Requirement | None:
             f"conda dependency {entry!r} has no PyPI equivalent ({reason}). duckserve installs environments "
             "from PyPI with uv: remove it, or list the PyPI package you need in pip_requirements"
         )
-    name = CONDA_TO_PYPI.get(conda_name, conda_name)
+    if conda_name in CONDA_VARIANTS:
+        name = _variant(conda_name, version, accelerator)
+    else:
+        name = CONDA_TO_PYPI.get(conda_name, conda_name)
     return _Requirement(name, name + version, entry)
+
+
+def conda_to_pypi(entry: str, python_version: str, accelerator: str = "cpu") -> tuple[str, str] | None:
+    """(PyPI name, PEP 440 specifier) of a conda dependency, None for entries that install nothing
+    (``pip``, ``python``); BuildError for conda-only packages."""
+    requirement = _conda_requirement(entry, python_version, accelerator)
+    if requirement is None or requirement.name is None:
+        return None
+    return requirement.name, requirement.version
+
+
+def find_links_dirs() -> list[Path]:
+    """Local directories of wheels uv is told to search (UV_FIND_LINKS, else PIP_FIND_LINKS)."""
+    raw = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS") or ""
+    found: list[Path] = []
+    for item in re.split(r"[\s,]+", raw.strip()):
+        if not item:
+            continue
+        if item.startswith("file://"):
+            item = item[len("file://"):]
+        elif "://" in item:
+            continue
+        path = Path(item)
+        if path.is_dir() and path not in found:
+            found.append(path)
+    return found
+
+
+_WHEEL = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>.+)\.whl$")
+
+
+def local_cpu_builds(python_version: str) -> dict[str, dict[str, Path]]:
+    """CPU builds (``+cpu`` local versions) of `CPU_BUILD_PACKAGES` among the local wheels, for one
+    Python: package -> {version: wheel}."""
+    minor = python_minor(python_version)
+    tags = {f"cp{minor.replace('.', '')}", "py3", f"py{minor.replace('.', '')}"}
+    builds: dict[str, dict[str, Path]] = {}
+    for directory in find_links_dirs():
+        for wheel in sorted(directory.glob("*.whl")):
+            match = _WHEEL.match(wheel.name)
+            if not match or not match["version"].endswith("+cpu"):
+                continue
+            name = canonical_name(match["name"])
+            if name not in CPU_BUILD_PACKAGES or not tags & set(match["python"].split(".")):
+                continue
+            if not sys.platform.startswith("linux") or "linux" not in match["platform"]:
+                continue
+            builds.setdefault(name, {}).setdefault(match["version"], wheel)
+    return builds
 
 
 @dataclass
@@ -308,12 +389,29 @@ class EnvironmentSpec:
     conda_dependencies: list[str] = field(default_factory=list)
     pip_requirements: list[str] = field(default_factory=list)
     server_packages: list[str] = field(default_factory=lambda: list(SERVER_PACKAGES))
+    #: "cpu" (CPU builds of torch and xgboost, the default) or "gpu" (the index's CUDA builds): a
+    #: service gets "gpu" only when it requests GPUs and the host has NVIDIA GPUs
+    accelerator: str = "cpu"
+    #: modules imported once the environment is built, so a broken environment fails its build
+    #: (e.g. transformers checking its huggingface-hub version in code) instead of the service
+    import_checks: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            raise BuildError(f"accelerator {self.accelerator!r}: use one of {', '.join(ACCELERATORS)}")
 
     @classmethod
-    def from_manifest(cls, manifest: Any) -> EnvironmentSpec:
+    def from_manifest(cls, manifest: Any, accelerator: str = "cpu") -> EnvironmentSpec:
         """The spec of a model package's ``Manifest`` (duckserve.inference_server.manifest)."""
+        from duckserve.inference_server.handlers import get_handler
+
+        try:
+            checks = get_handler(manifest.handler).runtime_modules(manifest)
+        except KeyError:
+            checks = []
         return cls(
-            manifest.python_version, list(manifest.conda_dependencies), list(manifest.pip_requirements)
+            manifest.python_version, list(manifest.conda_dependencies), list(manifest.pip_requirements),
+            accelerator=accelerator, import_checks=checks,
         )
 
     @property
@@ -322,7 +420,7 @@ class EnvironmentSpec:
 
     def _resolve(self) -> tuple[list[_Requirement], list[str]]:
         python = self.python_minor
-        conda = [r for r in (_conda_requirement(e, python) for e in self.conda_dependencies) if r]
+        conda = [r for r in (_conda_requirement(e, python, self.accelerator) for e in self.conda_dependencies) if r]
         pip = [r for r in (_pip_requirement(e) for e in self.pip_requirements) if r]
         warnings: list[str] = []
         from_conda = {r.name: r for r in conda if r.name}
@@ -360,13 +458,60 @@ class EnvironmentSpec:
         """Canonical package name -> the user's entry it came from (for error messages)."""
         return {r.name: r.origin for r in self._resolve()[0] if r.name}
 
+    def constraints(self) -> tuple[list[str], list[str]]:
+        """(uv constraints, warnings): on a CPU environment, torch and its siblings are held to the CPU
+        builds among the local wheels (PyPI's Linux torch is a CUDA build of several GB), the highest
+        one that satisfies the model's own requirement. Constraints install nothing by themselves."""
+        if self.accelerator != "cpu":
+            return [], []
+        from duckserve.engine.versions import best_match
+
+        builds = local_cpu_builds(self.python_version)
+        requirements = {r.name: r for r in self._resolve()[0] if r.name}
+        constraints: list[str] = []
+        warnings: list[str] = []
+        for package in CPU_BUILD_PACKAGES:
+            available = sorted(builds.get(package, {}))
+            wanted = requirements.get(package)
+            specifier = ""
+            if wanted is not None:
+                specifier = wanted.version.split(";")[0].strip()
+                if "+" in specifier or "@" in specifier or specifier[:1] not in ("", "=", "<", ">", "!", "~"):
+                    continue  # an explicit local build (+cu121) or a URL: the model chose
+            if not available:
+                if wanted is not None:
+                    warnings.append(
+                        f"{package}: no CPU build of {package} among the local wheels "
+                        f"({', '.join(map(str, find_links_dirs())) or 'no find-links directory is set'}); the index's "
+                        f"{package}, a CUDA build of several GB, will be installed. Put a {package}-*+cpu wheel "
+                        "in a directory named by PIP_FIND_LINKS or UV_FIND_LINKS to stay on CPU builds"
+                    )
+                continue
+            try:
+                chosen = best_match(available, specifier)
+            except ValueError:
+                chosen = None
+            if chosen is None:
+                warnings.append(
+                    f"{wanted.origin if wanted else package!r}: no local CPU build satisfies it (local CPU builds: "
+                    f"{', '.join(available)}); the index's {package}, a CUDA build of several GB, will be "
+                    f"installed. Require {package}=={max(available)} to stay on the CPU build"
+                )
+                continue
+            constraints.append(f"{package}=={chosen}")
+        return constraints, warnings
+
     def key(self) -> str:
-        """A stable hash of the Python version, the sorted requirements and the inference server's source."""
-        payload = {
+        """A stable hash of the Python version, the sorted requirements and constraints, the
+        accelerator and the inference server's source."""
+        payload: dict[str, Any] = {
             "python": self.python_minor,
             "requirements": sorted(self.requirements()),
             "server": server_source_digest(),
         }
+        constraints = self.constraints()[0]
+        if constraints or self.accelerator != "cpu":
+            payload.update(constraints=sorted(constraints), accelerator=self.accelerator)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -504,7 +649,19 @@ def _timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_HUB_FIX = (
+    "transformers checks its huggingface-hub version in code, not (only) in its package metadata. "
+    "Fix: log the model again with the huggingface-hub version it needs in pip_requirements or "
+    "conda_dependencies (e.g. '{wanted}'), or remove your own huggingface-hub pin"
+)
+
 _UV_FAILURES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"Because (?P<owner>transformers\S*) depends on (?P<wanted>huggingface-hub\S*)"
+                   r".*you require (?P<pkg>huggingface-hub[^\s,]*)"),
+        "does not match what {owner} needs ({wanted}): a Hugging Face hub version mismatch, caught before "
+        "the service starts. " + _HUB_FIX,
+    ),
     (
         re.compile(r"Because (?P<pkg>\S+) was not (?:found|named) in the package registry"),
         "was not found in the package index {index}. Check the package's spelling",
@@ -547,6 +704,32 @@ def explain_uv_failure(output: str, index: str, python: str) -> tuple[str | None
             groups = {k: v for k, v in match.groupdict().items() if v}
             return package, template.format(index=index, python=python, **groups)
     return None, f"could not be resolved from the package index {index}. Check the dependencies for conflicts"
+
+
+_IMPORT_VERSION_CHECK = re.compile(
+    r"(?P<wanted>[A-Za-z0-9_.-]+[<>=!~][^\s]*) is required for a normal functioning of this module, "
+    r"but found (?P<found>[A-Za-z0-9_.-]+==\S+)"
+)
+
+
+def explain_import_failure(output: str) -> str:
+    """What went wrong when importing a model's frameworks, and the fix: a package's own version
+    check (transformers' ``huggingface-hub>=0.30.0,<1.0 is required ...``) or any other ImportError."""
+    text = " ".join(output.split())
+    match = _IMPORT_VERSION_CHECK.search(text)
+    if match:
+        wanted, found = match["wanted"].rstrip(".,"), match["found"].rstrip(".,")
+        package = re.split(r"[<>=!~]", wanted)[0]
+        fix = _HUB_FIX.format(wanted=wanted) if canonical_name(package) == "huggingface-hub" else (
+            f"Fix: log the model again with '{wanted}' in pip_requirements or conda_dependencies"
+        )
+        return f"{wanted} is required, but the environment has {found}. {fix}."
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "no output"
+    return (
+        f"{last}. Add the missing or mismatched package to the model's pip_requirements or "
+        "conda_dependencies and log it again."
+    )
 
 
 def _uv_summary(output: str, limit: int = 800) -> str:
@@ -638,6 +821,8 @@ class EnvironmentBuilder:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         requirements, warnings = spec._resolve()
+        constraints, constraint_warnings = spec.constraints()
+        warnings = warnings + constraint_warnings
         key = spec.key()
         self.root.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log, self._lock(key, log):
@@ -653,7 +838,7 @@ class EnvironmentBuilder:
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=self.root))
             try:
-                self._build_into(tmp, spec, key, requirements, warnings, log, log_path, started)
+                self._build_into(tmp, spec, key, requirements, warnings, log, log_path, started, constraints)
                 final = self.path(key)
                 if final.exists():
                     self._discard(final)
@@ -681,6 +866,7 @@ class EnvironmentBuilder:
         log: IO[str],
         log_path: Path,
         started: float,
+        constraints: builtins.list[str] | None = None,
     ) -> None:
         interpreter = find_interpreter(spec.python_version)
         uv = uv_binary()
@@ -691,7 +877,13 @@ class EnvironmentBuilder:
             f"python:       {spec.python_minor} ({interpreter})\n"
             f"requirements: {' '.join(texts)}\n"
             f"index:        {index}{''.join(' + ' + i for i in _extra_indexes())}\n"
+            f"accelerator:  {spec.accelerator}\n"
         )
+        if constraints:
+            log.write(
+                f"constraints:  {' '.join(constraints)} (CPU builds from the local wheels in "
+                f"{', '.join(map(str, find_links_dirs()))}: this environment serves on the CPU)\n"
+            )
         for warning in warnings:
             log.write(f"warning: {warning}\n")
         log.flush()
@@ -706,6 +898,10 @@ class EnvironmentBuilder:
         output = None
         if texts:
             install = [uv, "pip", "install", "--python", str(python), *texts]
+            if constraints:
+                constraint_file = tmp / "constraints.txt"
+                constraint_file.write_text("".join(c + "\n" for c in constraints))
+                install += ["--constraint", str(constraint_file)]
             output = self._run(install, env, log, log_path, check=False)
         if output is not None:
             origins = {r.name: r.origin for r in requirements if r.name}
@@ -730,6 +926,8 @@ class EnvironmentBuilder:
         self._run(
             [str(python), "-c", "import duckserve, sys; print('python', sys.version)"], env, log, log_path
         )
+        if spec.import_checks:
+            self._check_imports(python, spec, env, log, log_path)
         meta = {
             "key": key,
             "python_version": spec.python_minor,
@@ -742,6 +940,20 @@ class EnvironmentBuilder:
             "build_seconds": round(time.monotonic() - started, 3),
         }
         (tmp / COMPLETE_MARKER).write_text(json.dumps(meta, indent=2))
+
+    def _check_imports(
+        self, python: Path, spec: EnvironmentSpec, env: dict[str, str], log: IO[str], log_path: Path
+    ) -> None:
+        """Import the model's frameworks in the new environment: some packages check their own
+        dependencies in code, at import, and would otherwise fail only when the service starts."""
+        script = "; ".join(f"import {module}" for module in spec.import_checks)
+        output = self._run([str(python), "-c", script], env, log, log_path, check=False)
+        if output is None:
+            return
+        raise BuildError(
+            f"the environment for python {spec.python_minor} installed, but importing "
+            f"{', '.join(spec.import_checks)} in it failed: {explain_import_failure(output)} Build log: {log_path}"
+        )
 
     def _copy_duckserve(self, site_packages: Path, log: IO[str]) -> None:
         source = package_dir()

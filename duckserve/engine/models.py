@@ -69,12 +69,30 @@ class ModelStore:
 
     # -- logging ----------------------------------------------------------------------------------
     def log(self, session: Session, model: Any, name: ObjectName, version: str | None, *,
-            sample_input: Any = None, signatures: dict[str, MethodSpec] | None = None,
+            sample_input: Any = None, signatures: dict[str, Any] | None = None,
             pip_requirements: list[str] | None = None, conda_dependencies: list[str] | None = None,
             code_paths: list[str] | None = None, comment: str | None = None,
-            target_methods: list[str] | None = None, options: dict[str, Any] | None = None) -> tuple[CatalogObject, str]:
-        """Save ``model`` as a new version of model ``name``; returns the model and the version name."""
+            target_methods: list[str] | None = None, options: dict[str, Any] | None = None,
+            extra_pip_requirements: list[str] | None = None, conda_env: dict[str, Any] | str | Path | None = None,
+            signature: Any = None, input_example: Any = None) -> tuple[CatalogObject, str]:
+        """Save ``model`` as a new version of model ``name``; returns the model and the version name.
+
+        Dependencies: the model kind's own (its framework pinned to the installed version; for an
+        MLflow model, what it recorded), less the packages the user names, plus ``conda_dependencies``,
+        ``pip_requirements``, ``extra_pip_requirements`` and a ``conda_env`` (a dict or a conda.yaml
+        path). For an MLflow model, ``pip_requirements`` and ``conda_env`` replace what it recorded,
+        as they would in MLflow. ``signature`` is the signature of the only method, ``input_example``
+        another name for ``sample_input``. Where the version can run (the warehouse, SPCS) is decided
+        here, by `duckserve.engine.warehouse.eligibility`.
+        """
+        import warnings
+
+        from duckserve.engine.warehouse import eligibility
         from duckserve.inference_server.handlers import handler_for
+        from duckserve.model_signature import to_method_spec
+
+        if sample_input is None and input_example is not None:
+            sample_input = input_example
 
         full = self.account.qualify(name, session)
         existing = self.account.catalog.get(A.MODEL, full.name, full.database, full.schema)
@@ -82,26 +100,57 @@ class ModelStore:
             self.account.require_account(session, "CREATE MODEL", f"create model {full.qualified}")
         else:
             self.account.require(session, existing, (A.OWNERSHIP,), f"add a version to model {full.qualified}")
-        handler = handler_for(model)
+        try:
+            handler = handler_for(model)
+        except TypeError as exc:
+            raise ProgrammingError(f"model {full.qualified}: {exc}") from None
         methods = list(target_methods or handler.default_methods(model))
         if not methods:
             raise ProgrammingError(f"model {full.qualified}: the {handler.name} model has no method to serve")
+        given = dict(signatures or {})
+        if signature is not None:
+            if len(methods) != 1:
+                raise ProgrammingError(
+                    f"model {full.qualified}: signature= describes one method, and the model has "
+                    f"{', '.join(methods)}: pass signatures={{method: signature, ...}}"
+                )
+            given[methods[0]] = signature
         specs: list[MethodSpec] = []
         for method in methods:
-            if signatures and method in signatures:
-                spec = signatures[method]
-                spec.name = method
-            elif sample_input is None:
-                raise ProgrammingError(
-                    f"model {full.qualified}: cannot infer the signature of {method} without sample_input_data; "
-                    "pass sample_input_data=... or signatures={...}"
-                )
-            else:
-                spec = handler.infer_signature(model, method, sample_input)
+            try:
+                if method in given:
+                    spec = to_method_spec(method, given[method])
+                elif sample_input is None and handler.name != "mlflow":
+                    raise ProgrammingError(
+                        f"model {full.qualified}: cannot infer the signature of {method} without sample_input_data; "
+                        "pass sample_input_data=... or signatures={...}"
+                    )
+                else:
+                    spec = handler.infer_signature(model, method, sample_input)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ProgrammingError(f"model {full.qualified}, method {method}: {exc}") from exc
             specs.append(spec)
-        conda, pip = handler.default_dependencies(model)
-        conda = _merge(conda, conda_dependencies or [])
-        pip = _merge(pip, pip_requirements or [])
+        default_conda, default_pip = handler.default_dependencies(model)
+        env_conda, env_pip = _conda_env(conda_env) if conda_env is not None else ([], [])
+        user_conda = [*(conda_dependencies or []), *env_conda]
+        user_pip = [*(pip_requirements or []), *(extra_pip_requirements or []), *env_pip]
+        if handler.name == "mlflow" and (pip_requirements or conda_env is not None):
+            # MLflow's meaning: these replace the requirements the model recorded (mlflow itself stays)
+            default_conda = []
+            default_pip = [r for r in default_pip if _package_key(r) == "mlflow-skinny"]
+        named = {_package_key(r) for r in [*user_conda, *user_pip]}
+        conda = [r for r in default_conda if _package_key(r) not in named] + user_conda
+        pip = [r for r in default_pip if _package_key(r) not in named] + user_pip
+        log_warnings: list[str] = []
+        if user_conda and user_pip:
+            log_warnings.append(
+                f"model {full.qualified}: both conda_dependencies and pip_requirements are set. The environment is "
+                "built even when the two sets are incompatible (they are not resolved together, and conda's "
+                "versions win), which can make the service behave unexpectedly: use only conda_dependencies or "
+                "only pip_requirements"
+            )
+        for message in log_warnings:
+            warnings.warn(message, UserWarning, stacklevel=3)
 
         version_name = _version_name(version) if version else self._next_version(existing)
         if existing is not None and version_name in existing.props.get("versions", {}):
@@ -114,11 +163,16 @@ class ModelStore:
         staging = Path(tempfile.mkdtemp(prefix=f".{version_name}-", dir=target.parent))
         try:
             (staging / MODEL_DIR).mkdir()
-            info = handler.save(model, staging / MODEL_DIR, sample_input) or {}
+            try:
+                info = handler.save(model, staging / MODEL_DIR, sample_input) or {}
+            except (ValueError, TypeError) as exc:
+                raise ProgrammingError(f"model {full.qualified}: {exc}") from exc
             copied = _copy_code_paths(code_paths or [], staging / CODE_DIR)
+            model_python = str(info.get("python_version") or python_version())
+            where = eligibility(conda, user_pip, [r for r in pip if r not in user_pip], model_python)
             manifest = Manifest(
                 name=full.name, version=version_name, handler=handler.name, methods=specs,
-                python_version=python_version(), conda_dependencies=conda, pip_requirements=pip,
+                python_version=model_python, conda_dependencies=conda, pip_requirements=pip,
                 artifacts=dict(info.get("artifacts", {})), code_paths=copied,
                 options={**dict(info.get("options", {})), **(options or {})}, comment=comment,
             )
@@ -132,7 +186,9 @@ class ModelStore:
                 staging.rename(target)
                 record = {"created_on": now().isoformat(), "comment": comment, "handler": handler.name,
                           "functions": [m.name for m in specs], "python_version": manifest.python_version,
-                          "conda_dependencies": conda, "pip_requirements": pip}
+                          "conda_dependencies": conda, "pip_requirements": pip,
+                          "runnable_in": where.runnable_in, "warehouse_reason": where.reason or None,
+                          "warnings": log_warnings}
                 if current is None:
                     current = CatalogObject(A.MODEL, full.name, owner=session.role, database=full.database,
                                             schema=full.schema, comment=comment,
@@ -238,12 +294,14 @@ class ModelStore:
                 "functions": ",".join(record.get("functions", [])), "model_type": record.get("handler"),
                 "python_version": record.get("python_version"), "dependencies": _json(deps),
                 "runnable_in": ",".join(record.get("runnable_in", ["SPCS"])),
+                "warehouse_reason": record.get("warehouse_reason"),
                 "services": ",".join(display_key(s) for s in self._services_using(model, version)),
             })
         columns = ("created_on", "name", "aliases", "comment", "database_name", "schema_name", "model_name",
                    "is_default_version", "functions", "model_type", "python_version", "dependencies",
-                   "runnable_in", "services")
-        return Rows.of(columns, records, {c: "VARCHAR" for c in ("aliases", "comment", "services")})
+                   "runnable_in", "warehouse_reason", "services")
+        return Rows.of(columns, records, {c: "VARCHAR" for c in ("aliases", "comment", "services",
+                                                                 "warehouse_reason")})
 
     def show_functions(self, session: Session, name: str | ObjectName, version: str | None) -> Rows:
         model = self.require_model(session, name)
@@ -272,16 +330,50 @@ def _version_name(version: str) -> str:
     return parse_simple_name(str(version), "version_name")
 
 
-def _merge(base: list[str], extra: list[str]) -> list[str]:
-    """Requirements from ``extra`` replace those of ``base`` with the same package name."""
-    def key(requirement: str) -> str:
-        name = requirement.split("::")[-1]
-        for sep in "<>=!~[ ;":
-            name = name.split(sep)[0]
-        return name.strip().lower().replace("_", "-")
+def _package_key(requirement: str) -> str:
+    """The PyPI-side name a conda or pip requirement installs, for matching users' entries with
+    defaults: ``conda-forge::pytorch=2.1`` and ``torch`` are both ``torch``."""
+    from duckserve.engine.environments import CONDA_TO_PYPI, CONDA_VARIANTS, canonical_name
 
-    wanted = {key(r) for r in extra}
-    return [r for r in base if key(r) not in wanted] + list(extra)
+    name = requirement.split("::")[-1].strip()
+    for separator in "<>=!~[ ;@":
+        name = name.split(separator)[0]
+    name = canonical_name(name.strip())
+    if name in CONDA_VARIANTS:
+        return "xgboost"
+    if name == "xgboost-cpu":
+        return "xgboost"
+    if name == "mlflow":
+        return "mlflow-skinny"
+    return CONDA_TO_PYPI.get(name, name)
+
+
+def _conda_env(conda_env: dict[str, Any] | str | Path) -> tuple[list[str], list[str]]:
+    """(conda dependencies, pip requirements) of a conda environment, given as a dict or a conda.yaml
+    path. Its conda packages take the environment's first channel (an explicit channel)."""
+    data: Any = conda_env
+    if not isinstance(conda_env, dict):
+        path = Path(conda_env)
+        if not path.is_file():
+            raise ProgrammingError(f"conda_env {str(conda_env)!r} is not a file: pass a dict or a conda.yaml path")
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ProgrammingError("conda_env must be a mapping with channels and dependencies (as in conda.yaml)")
+    channels = [str(c) for c in data.get("channels") or [] if c != "nodefaults"]
+    conda: list[str] = []
+    pip: list[str] = []
+    for entry in data.get("dependencies") or []:
+        if isinstance(entry, dict):
+            pip.extend(str(p) for p in entry.get("pip") or [])
+            continue
+        text = str(entry).strip()
+        bare = text.split("::")[-1].split("=")[0].split("<")[0].split(">")[0].strip().lower()
+        if bare in ("python", "pip"):
+            continue
+        conda.append(text if "::" in text or not channels else f"{channels[0]}::{text}")
+    return conda, pip
 
 
 def _copy_code_paths(paths: list[str], target: Path) -> list[str]:

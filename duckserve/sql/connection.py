@@ -89,6 +89,7 @@ class Connection:
                  role: str | None = None, warehouse: str | None = None, read_only: bool = False,
                  config: dict[str, Any] | None = None) -> None:
         from duckserve.engine.services import Services
+        from duckserve.sql.model_functions import ModelFunctions
         from duckserve.sql.service_functions import ServiceFunctions
 
         self.account = Account(home)
@@ -104,6 +105,7 @@ class Connection:
         self._query_ids: list[str] = []
         self._closed = False
         self.functions = ServiceFunctions(self)
+        self.model_functions = ModelFunctions(self)
         self._default_threads = int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
 
     # -- PEP 249 ----------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class Connection:
                     parameters: Sequence[Any] | dict[str, Any] | None) -> tuple[pa.Table | None, int]:
         self.functions.begin()
         text = rewrite.rewrite(statement, _RewriteContext(self),
-                               [*rewrite.REWRITES, self.functions.rewrite])
+                               [*rewrite.REWRITES, self.functions.rewrite, self.model_functions.rewrite])
         # DuckDB calls a UDF from as many threads as the query runs on: as many as batches in flight
         threads = max(self._default_threads, self.functions.parallelism())
         if threads != self._default_threads:
@@ -203,7 +205,9 @@ class Connection:
         except duckdb.Error as exc:
             if self.functions.error is not None:
                 raise self.functions.error from exc
-            raise translate_duckdb_error(exc, text) from exc
+            from duckserve.sql.model_functions import explain_udf_error
+
+            raise (explain_udf_error(exc, self) or translate_duckdb_error(exc, text)) from exc
         except KeyboardInterrupt:
             self.functions.cancel()
             self.duckdb.interrupt()

@@ -34,6 +34,14 @@ __all__ = [
 #: handler name -> "module:class", in the order `handler_for` tries them
 HANDLERS: dict[str, str] = {
     "custom": "duckserve.inference_server.handlers.custom:CustomModelHandler",
+    "mlflow": "duckserve.inference_server.handlers.mlflow:MLflowHandler",
+    # XGBoost and LightGBM estimators are scikit-learn estimators too: before sklearn
+    "xgboost": "duckserve.inference_server.handlers.xgboost:XGBoostHandler",
+    "lightgbm": "duckserve.inference_server.handlers.lightgbm:LightGBMHandler",
+    # a SentenceTransformer is a torch.nn.Module too: before pytorch
+    "sentence_transformers": "duckserve.inference_server.handlers.sentence_transformers:SentenceTransformerHandler",
+    "pytorch": "duckserve.inference_server.handlers.pytorch:PyTorchHandler",
+    "transformers": "duckserve.inference_server.handlers.transformers:TransformersPipelineHandler",
     "sklearn": "duckserve.inference_server.handlers.sklearn:SklearnHandler",
 }
 

@@ -105,6 +105,19 @@ class ModelHandler:
         """Read back the object `save` wrote."""
         raise NotImplementedError
 
+    #: True for frameworks that never use a GPU: asking a service for GPUs fails its image build
+    cpu_only: ClassVar[bool] = False
+
+    @classmethod
+    def runs_on_cpu_only(cls, manifest: Manifest) -> bool:
+        """Whether a package of this handler can only run on the CPU (some handlers decide per model)."""
+        return cls.cpu_only or bool(manifest.options.get("cpu_only"))
+
+    @classmethod
+    def runtime_modules(cls, manifest: Manifest) -> list[str]:
+        """Modules the model needs at serving time, imported once when its environment is built."""
+        return []
+
     @classmethod
     def load(cls, package_dir: Path, manifest: Manifest) -> LoadedModel:
         model = cls.load_object(Path(package_dir) / MODEL_DIR, manifest.options)
@@ -334,6 +347,12 @@ def dump_pickle(obj: Any, path: Path, types: Iterable[type] = ()) -> None:
 def load_pickle(path: Path) -> Any:
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def serving_device() -> str:
+    """``cuda`` when this process serves on GPUs (the service asked for them and the host has them:
+    the service sets ``DUCKSERVE_DEVICE=cuda``), else ``cpu``."""
+    return "cuda" if os.environ.get("DUCKSERVE_DEVICE", "").lower() == "cuda" else "cpu"
 
 
 #: import names whose distribution is named differently

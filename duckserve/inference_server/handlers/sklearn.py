@@ -39,6 +39,11 @@ def _estimators(model: Any) -> list[Any]:
 class SklearnHandler(ModelHandler):
     name: ClassVar[str] = "sklearn"
     description: ClassVar[str] = "scikit-learn estimators and pipelines"
+    cpu_only: ClassVar[bool] = True
+
+    @classmethod
+    def runtime_modules(cls, manifest: Any) -> list[str]:
+        return ["sklearn"]
 
     @classmethod
     def can_handle(cls, model: Any) -> bool:
