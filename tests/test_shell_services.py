@@ -8,47 +8,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
 import pytest
 
-import duckserve
-from duckserve.model import CustomModel, ModelContext, inference_api
-from duckserve.registry import Registry
+from tests.deployments import sleepy_service
 from tests.terminal import Terminal
 from tests.test_shell import terminal_env
 
 pytestmark = pytest.mark.xdist_group("services")
 
 
-class Sleepy(CustomModel):
-    """``predict`` answers at once; ``slow_predict`` takes a fifth of a second per batch."""
-
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"Y": X["X"] * 2})
-
-    @inference_api
-    def slow_predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        time.sleep(0.2)
-        return pd.DataFrame({"Y": X["X"] + 1})
-
-
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base = tmp_path_factory.mktemp("shellsvc")
-    home, database = base / "home", base / "db.duckdb"
-    conn = duckserve.connect(str(database), home=str(home))
-    conn.execute("CREATE COMPUTE POOL shell_pool MIN_NODES = 1 MAX_NODES = 1 INSTANCE_FAMILY = 'CPU_X64_XS'; "
-                 "CREATE IMAGE REPOSITORY shell_images")
-    mv = Registry(conn).log_model(Sleepy(ModelContext()), model_name="sleepy",
-                                  sample_input_data=pd.DataFrame({"X": [1.0]}))
-    mv.create_service(service_name="sleepy_svc", service_compute_pool="shell_pool", image_repo="shell_images",
-                      max_batch_rows=20, num_workers=2)
-    conn.close()  # the shell opens the database file itself
-    yield {"home": home, "database": database, "base": base}
-    conn = duckserve.connect(home=str(home))
-    conn.execute("DROP SERVICE IF EXISTS sleepy_svc")
-    conn.close()
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    service = sleepy_service()
+    return {"home": service["home"], "database": tmp_path_factory.mktemp("shell") / "db.duckdb",
+            "base": service["base"]}
 
 
 @pytest.fixture
