@@ -1019,7 +1019,7 @@ def strip_statement(sql: str, node: Node) -> str:
     if len(statements) > 1:
         line = statements[1].position(statements[1].tokens[0])[0]
         raise ProjectError(f"{node.rel_path}, line {line}: a model is one SELECT statement and this one has "
-                           f"{len(statements)}; move setup statements to setup/ or a pre_hook")
+                           f"{len(statements)}; move setup statements to setup/ or a pre_hook", node.rel_path, line)
     last = statements[0]
     return sql[:last.offset + len(last.text)] + sql[last.offset + len(last.text):].replace(";", "", 1).rstrip() + "\n"
 
