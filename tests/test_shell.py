@@ -273,3 +273,18 @@ def test_terminal_ctrl_c_interrupts_a_long_duckdb_query(tty: Any) -> None:
     term.expect(r"still here.*?1 row")
     term.send("ctrl-d")
     assert term.wait() == 0
+
+
+def test_sql_on_a_terminal_starts_the_shell(tmp_path: Path) -> None:
+    term = Terminal([sys.executable, "-m", "duckserve", "sql", "--home", str(tmp_path / "home")],
+                    terminal_env(tmp_path))
+    try:
+        term.expect(r"duckserve .* shell .*?Statements end with ';'.*?PUBLIC>", timeout=60)
+        term.type("SHOW WAREHOUSES;")
+        term.send("enter")
+        term.expect(r"COMPUTE_WH.*?1 row")
+        term.type("exit")
+        term.send("enter")
+        assert term.wait() == 0
+    finally:
+        term.close()
