@@ -29,7 +29,7 @@ def shell(*args: str, home: Path, stdin: str, cwd: Path | None = None) -> subpro
 
 
 def terminal_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DUCKSERVE_HISTORY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DUCKSERVE_HISTORY", "COLUMNS", "LINES")}
     env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", DUCKSERVE_HISTORY=str(tmp_path / "history"),
                PYTHONUNBUFFERED="1")
     return env

@@ -214,7 +214,8 @@ class Progress:
         parts = []
         for client in clients:
             s = client.stats
-            parts.append(f"{client.service}!{client.method.name.upper()}: rows sent {s.rows_sent:,} · answered "
+            service = str(client.service).split(".")[-1]  # DUCKSERVE.PUBLIC.SVC -> SVC: the line is short
+            parts.append(f"{service}!{client.method.name.upper()}: rows sent {s.rows_sent:,} · answered "
                          f"{s.rows_answered:,} · in flight {s.in_flight} · batches {s.batches:,} · retries {s.retries}")
         return " | ".join(parts)
 
@@ -225,9 +226,12 @@ class Progress:
         detail = self.describe(clients)
         state = "cancelling…" if cancelling else "Ctrl-C cancels"
         line = f"{self.spinner[self.ticks % len(self.spinner)]} {elapsed:6.1f} s  {detail}  ({state})"
-        import shutil
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns  # the real width, not $COLUMNS
+        except (OSError, ValueError, AttributeError):
+            import shutil
 
-        width = shutil.get_terminal_size((100, 24)).columns
+            width = shutil.get_terminal_size((100, 24)).columns
         self.stream.write("\r" + formatting.truncate(line, max(20, width - 1)) + "\x1b[K")
         self.stream.flush()
         self.shown = True
