@@ -142,7 +142,7 @@ class ModelStore:
         conda = [r for r in default_conda if _package_key(r) not in named] + user_conda
         pip = [r for r in default_pip if _package_key(r) not in named] + user_pip
         log_warnings: list[str] = []
-        if user_conda and user_pip:
+        if conda_dependencies and (pip_requirements or extra_pip_requirements):
             log_warnings.append(
                 f"model {full.qualified}: both conda_dependencies and pip_requirements are set. The environment is "
                 "built even when the two sets are incompatible (they are not resolved together, and conda's "

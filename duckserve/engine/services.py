@@ -134,12 +134,10 @@ class Services:
             )
         manifest = self.models.manifest(model, version)
         family = FAMILIES[pool.props["instance_family"]]
-        wants_gpu = gpu_requests not in (None, "", 0, "0")
-        if wants_gpu and manifest.handler in CPU_ONLY_HANDLERS:
-            raise BuildError(
-                f"model {display_key(model)} version {version} is a {manifest.handler} model, which runs on CPU only: "
-                "the image build fails when GPUs are requested; call create_service without gpu_requests"
-            )
+        gpus = _gpu_count(gpu_requests, _name(service_name).qualified)
+        wants_gpu = gpus > 0
+        if wants_gpu:
+            _check_gpu_request(gpus, family.name, family.gpu, pool.name, _name(service_name).qualified)
 
         full = account.qualify(_name(service_name), session)
         existing = account.catalog.get(A.SERVICE, full.name, full.database, full.schema)
@@ -158,7 +156,7 @@ class Services:
 
         self._ensure_pool_running(pool)
         job, environment = self._build(session, model, version, manifest, repo, pool, image_build_compute_pool,
-                                       force_rebuild)
+                                       force_rebuild, gpus)
         workers = num_workers or default_workers(family.name, cpu_requests, wants_gpu)
         service = CatalogObject(
             A.SERVICE, full.name, owner=session.role, database=full.database, schema=full.schema,
@@ -174,7 +172,7 @@ class Services:
                 "auto_suspend_secs": (0 if ingress_enabled else
                                       DEFAULT_AUTO_SUSPEND_SECS if auto_suspend_secs is None else int(auto_suspend_secs)),
                 "status": "PENDING", "instances": [], "functions": [m.name for m in manifest.methods],
-                "gpu_note": _gpu_note(wants_gpu, family.gpu),
+                "gpu_note": _gpu_note(gpus, max_instances),
             },
         )
         with account.catalog.transaction():
@@ -207,7 +205,7 @@ class Services:
         return summary
 
     def _build(self, session: Session, model: CatalogObject, version: str, manifest: Any, repo: CatalogObject,
-               pool: CatalogObject, build_pool: str | None, force: bool) -> tuple[dict[str, Any], Any]:
+               pool: CatalogObject, build_pool: str | None, force: bool, gpus: int = 0) -> tuple[dict[str, Any], Any]:
         name = _job_name()
         log_path = self.root / "_jobs" / name / "model-build.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +214,18 @@ class Services:
                                    "version": version, "compute_pool": (build_pool or pool.name).upper(),
                                    "started_on": now().isoformat()})
         self.account.catalog.insert(job)
-        spec = EnvironmentSpec.from_manifest(manifest)
+        if gpus and _runs_on_cpu_only(manifest):
+            # the seed: a model of a type known to run on CPU only fails its image build when GPUs are requested
+            problem = (f"model {display_key(model)} version {version} is a {manifest.handler} model, which runs on "
+                       f"CPU only: the image build fails when GPUs are requested (gpu_requests={gpus}); call "
+                       "create_service without gpu_requests")
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"{now().isoformat()} === duckserve model-build FAILED: {problem}\n")
+            job.props.update(status="FAILED", finished_on=now().isoformat(), error=problem)
+            self.account.catalog.update(job)
+            raise BuildError(f"{problem} (job {name}: CALL SYSTEM$GET_SERVICE_LOGS('{name}', 0, 'model-build'))")
+        # a GPU service on a host with NVIDIA GPUs gets the index's CUDA builds; every other one CPU builds
+        spec = EnvironmentSpec.from_manifest(manifest, accelerator="gpu" if gpus and _host_gpus() else "cpu")
         try:
             environment = self.builder.build(spec, log_path, force=force)
         except BuildError as exc:
@@ -258,9 +267,10 @@ class Services:
                     "--request-timeout", str(DEFAULT_REQUEST_TIMEOUT), "--instance-id", str(instance_id)]
             if service.props.get("auto_suspend_secs"):
                 argv += ["--idle-timeout", str(service.props["auto_suspend_secs"])]
-            env = {"PYTHONUNBUFFERED": "1", "DUCKSERVE_SERVICE": service.key}
-            if service.props.get("gpu_requests") is None:
-                env["CUDA_VISIBLE_DEVICES"] = ""
+            env = {"PYTHONUNBUFFERED": "1", "DUCKSERVE_SERVICE": service.key,
+                   # a model package holds its files: nothing is fetched from a hub at load time
+                   "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                   **_gpu_environment(service.props, instance_id)}
             handle = self.runtime.start(InstanceSpec(name=f"{service.key}/{instance_id}", argv=argv, env=env,
                                                      cwd=directory, log_path=log_path, port_file=port_file))
             handles.append((instance_id, handle))
@@ -628,15 +638,88 @@ class Services:
         return tail(log, lines)
 
 
-def _gpu_note(wants_gpu: bool, family_gpus: int) -> str | None:
-    if not wants_gpu:
+def _gpu_count(gpu_requests: str | int | None, service: str) -> int:
+    """The GPUs each instance asks for: ``gpu_requests`` is a count ("1", 2), None or "" for none."""
+    if gpu_requests in (None, ""):
+        return 0
+    try:
+        count = int(str(gpu_requests).strip())
+    except ValueError:
+        raise ProgrammingError(f"service {service}: gpu_requests={gpu_requests!r} is not a number of GPUs: "
+                               "pass a whole number such as gpu_requests=\"1\"") from None
+    if count < 0:
+        raise ProgrammingError(f"service {service}: gpu_requests={gpu_requests!r} cannot be negative")
+    return count
+
+
+def _check_gpu_request(gpus: int, family: str, family_gpus: int, pool: str, service: str) -> None:
+    if family_gpus == 0:
+        raise ProgrammingError(
+            f"service {service}: gpu_requests={gpus}, but compute pool {pool} has instance family {family}, which "
+            "has no GPU: run it on a pool of a GPU family (CREATE COMPUTE POOL ... INSTANCE_FAMILY = 'GPU_NV_S') "
+            "or call create_service without gpu_requests"
+        )
+    if gpus > family_gpus:
+        raise ProgrammingError(
+            f"service {service}: gpu_requests={gpus} exceeds the {family_gpus} GPU(s) of instance family {family} "
+            f"(compute pool {pool}): request at most {family_gpus}, or use a pool of a larger GPU family"
+        )
+    host = _host_gpus()
+    if host and gpus > host:
+        raise ProgrammingError(
+            f"service {service}: gpu_requests={gpus} exceeds the {host} NVIDIA GPU(s) of this host: request at "
+            f"most {host}"
+        )
+
+
+def _runs_on_cpu_only(manifest: Any) -> bool:
+    from duckserve.inference_server.handlers import get_handler
+
+    if manifest.handler in CPU_ONLY_HANDLERS:
+        return True
+    try:
+        return get_handler(manifest.handler).runs_on_cpu_only(manifest)
+    except KeyError:
+        return False
+
+
+def _gpu_note(gpus: int, instances: int) -> str | None:
+    """What create_service, DESCRIBE SERVICE and the instance logs say about a GPU request."""
+    if not gpus:
         return None
-    if _host_gpus() == 0:
-        return "no NVIDIA GPU on this host: the service runs on the CPU"
+    host = _host_gpus()
+    if host == 0:
+        return (f"gpu_requests={gpus}, but this host has no NVIDIA GPU: the service runs on the CPU "
+                "(for local development; its results are the same, only slower)")
+    if gpus * instances > host:
+        return (f"{instances} instance(s) x {gpus} GPU(s) exceed the {host} NVIDIA GPU(s) of this host: "
+                "instances share GPUs")
     return None
 
 
+def _gpu_environment(props: dict[str, Any], instance_id: int) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES and DUCKSERVE_DEVICE of one instance: its share of the host's GPUs
+    (instance i gets GPUs i*g .. i*g+g-1, wrapping around), or none."""
+    gpus = int(props.get("gpu_requests") or 0)
+    host = _host_gpus()
+    if not gpus or not host:
+        env = {"CUDA_VISIBLE_DEVICES": "", "DUCKSERVE_DEVICE": "cpu"}
+        if gpus and props.get("gpu_note"):
+            env["DUCKSERVE_GPU_NOTE"] = props["gpu_note"]
+        return env
+    devices = [str((instance_id * gpus + k) % host) for k in range(gpus)]
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(devices), "DUCKSERVE_DEVICE": "cuda"}
+    if props.get("gpu_note"):
+        env["DUCKSERVE_GPU_NOTE"] = props["gpu_note"]
+    return env
+
+
 def _host_gpus() -> int:
+    """NVIDIA GPUs on this host (/dev/nvidia0, ...); $DUCKSERVE_HOST_GPUS overrides the count (for hosts
+    whose devices are not visible under /dev, and for tests)."""
+    override = os.environ.get("DUCKSERVE_HOST_GPUS", "").strip()
+    if override:
+        return int(override)
     try:
         return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
     except OSError:

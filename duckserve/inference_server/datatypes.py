@@ -196,6 +196,8 @@ def _as_1d(values: Sequence[Any]) -> np.ndarray:
         return _as_object_array(values)
     if array.ndim != 1:
         return _as_object_array(values)
+    if array.dtype.kind in "US" and not all(isinstance(v, (str, bytes, np.str_, np.bytes_)) for v in values):
+        return _as_object_array(values)  # numpy turned a mix of numbers and strings into strings
     return array
 
 

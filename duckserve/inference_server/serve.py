@@ -164,6 +164,11 @@ def serve(
         settings.max_queue,
         settings.request_timeout,
     )
+    gpu_note = os.environ.get("DUCKSERVE_GPU_NOTE")
+    if gpu_note:
+        logger.warning("GPU: %s", gpu_note)
+    if os.environ.get("DUCKSERVE_DEVICE") == "cuda":
+        logger.info("GPU: serving on CUDA devices %s", os.environ.get("CUDA_VISIBLE_DEVICES", "(all)"))
     if settings.idle_timeout is not None:
         threading.Thread(target=_exit_when_idle, args=(settings,), name="idle-watch", daemon=True).start()
     try:

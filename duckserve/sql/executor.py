@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from duckserve.engine import access as A
-from duckserve.engine.account import Account, Session
+from duckserve.engine.account import Account, Session, display_key
 from duckserve.engine.names import ObjectName
 from duckserve.engine.results import Rows
 from duckserve.engine.services import Services
@@ -46,6 +46,32 @@ def _create(ctx: Context, st: S.Create) -> Rows:
     if st.kind == A.USER:
         return account.create_user(session, name, settings=p, **flags)
     raise NotSupportedError(f"CREATE {st.kind} is not supported")
+
+
+def _create_model(ctx: Context, st: S.CreateModel) -> Rows:
+    """Register a model directory (an MLflow model) as a new model, or a new version of one."""
+    from pathlib import Path
+
+    models = ctx.services.models
+    source = Path(st.source).expanduser()
+    if not source.is_dir():
+        raise ProgrammingError(f"model source {st.source!r} is not a directory: give the path of a saved model "
+                               "(a directory with an MLmodel file, as mlflow.<flavor>.save_model writes)")
+    existing = models.get(ctx.session, st.name, missing_ok=True)
+    if existing is not None and not st.add_version:
+        if st.if_not_exists:
+            return Rows.status(f"{st.name.name} already exists, statement succeeded.")
+        if not st.or_replace:
+            label = display_key(existing)
+            raise ProgrammingError(
+                f"model {label} already exists: use CREATE OR REPLACE MODEL, or add a version with "
+                f"ALTER MODEL {label} ADD VERSION v2 FROM '...'"
+            )
+        models.delete_model(ctx.session, st.name)
+    if existing is None and st.add_version:
+        models.get(ctx.session, st.name)  # raises ObjectNotFound with a suggestion
+    _, version = models.log(ctx.session, str(source), st.name, st.version, comment=st.comment)
+    return Rows.status(f"Model {st.name.name} version {version} successfully created.")
 
 
 def _alter(ctx: Context, st: S.Alter) -> Rows:
@@ -267,6 +293,7 @@ SYSTEM_FUNCTIONS: dict[str, Callable[[Context, list[Any]], Rows]] = {
 
 EXECUTORS: dict[type, Handler] = {
     S.Create: _create,
+    S.CreateModel: _create_model,
     S.Alter: _alter,
     S.Drop: _drop,
     S.Show: _show,

@@ -249,9 +249,30 @@ def _object_name(s: Stream, kind: str) -> ObjectName:
     return s.simple_name(f"the {kind.lower()} name")
 
 
+def _model_source(s: Stream, name: ObjectName, or_replace: bool = False, if_not_exists: bool = False,
+                  add_version: bool = False) -> S.Statement:
+    """``[WITH] VERSION v FROM 'path' [COMMENT = '...']`` after the model name."""
+    version = None
+    if s.accept("WITH", "VERSION") or s.accept("VERSION"):
+        version = s.identifier("the version name")
+    elif add_version:
+        s.fail("VERSION <name>")
+    s.expect("FROM")
+    if s.at("MODEL"):
+        s.fail("a quoted path of a model directory: FROM 'path/to/mlflow_model' (copying another model with "
+               "FROM MODEL is not supported)")
+    source = s.string("a quoted path of a model directory, e.g. FROM 'path/to/mlflow_model'")
+    props = s.properties({"COMMENT": "str"}, "model")
+    return S.CreateModel(name=name, version=version, source=source, or_replace=or_replace,
+                         if_not_exists=if_not_exists, comment=props.get("COMMENT"), add_version=add_version)
+
+
 def parse_create(s: Stream) -> S.Statement:
     s.expect("CREATE")
     or_replace = s.accept("OR", "REPLACE")
+    if s.accept("MODEL"):
+        if_not_exists = s.accept("IF", "NOT", "EXISTS")
+        return _model_source(s, s.name("the model name"), or_replace, if_not_exists)
     kind = s.kind(CREATE_KINDS, "CREATE")
     if_not_exists = s.accept("IF", "NOT", "EXISTS")
     name = _object_name(s, kind)
@@ -279,6 +300,8 @@ def parse_alter(s: Stream) -> S.Statement:
         props = s.properties(PAT_PROPERTIES, "programmatic access token") if action == "ADD TOKEN" else {}
         props["TOKEN_NAME"] = token
         return S.Alter(kind=kind, name=name, action=action, properties=props, if_exists=if_exists)
+    if kind == A.MODEL and s.accept("ADD"):
+        return _model_source(s, name, add_version=True)
     if kind == A.MODEL and s.accept("DROP", "VERSION"):
         return S.Alter(kind=kind, name=name, action="DROP VERSION",
                        properties={"VERSION": s.identifier("the version name")}, if_exists=if_exists)
@@ -488,6 +511,8 @@ def parse_call(s: Stream) -> S.Statement:
 
 def _is_create(s: Stream) -> bool:
     k = 3 if s.at("CREATE", "OR", "REPLACE") else 1
+    if s.word(k) == "MODEL":
+        return True
     return any(all(s.word(k + j) == w for j, w in enumerate(words)) for words, kind in KIND_WORDS
                if kind in CREATE_KINDS)
 

@@ -126,7 +126,8 @@ class Prefetch:
         first = columns[0] if columns else None
         if first is None or len(first) == 0:
             return (0,)
-        return (len(first), first[0].as_py(), first[len(first) - 1].as_py())
+        # repr: vector arguments (LIST values) are lists, which do not hash
+        return (len(first), repr(first[0].as_py()), repr(first[len(first) - 1].as_py()))
 
     def collect(self, arguments: tuple[Any, ...]) -> pa.Array:
         columns = self._columns(arguments)

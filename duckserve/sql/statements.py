@@ -89,3 +89,17 @@ class GrantServiceRole(Statement):
 class Call(Statement):
     function: str
     arguments: list[Any]
+
+
+@dataclass
+class CreateModel(Statement):
+    """``CREATE MODEL m WITH VERSION v FROM 'path'`` and ``ALTER MODEL m ADD VERSION v FROM 'path'``:
+    a model directory (an MLflow model) registered as a version."""
+
+    name: ObjectName
+    version: str | None
+    source: str
+    or_replace: bool = False
+    if_not_exists: bool = False
+    comment: str | None = None
+    add_version: bool = False
