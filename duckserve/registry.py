@@ -12,7 +12,6 @@ from __future__ import annotations
 from copy import copy
 from typing import TYPE_CHECKING, Any
 
-from duckserve.engine import access as A
 from duckserve.engine.account import display_key
 from duckserve.engine.names import ObjectName, parse_name, parse_simple_name
 from duckserve.errors import ProgrammingError
@@ -227,8 +226,6 @@ class ModelVersion:
         import pandas as pd
         import pyarrow as pa
 
-        from duckserve.engine.client import ServiceClient
-
         manifest = self._manifest()
         if function_name is None:
             if len(manifest.methods) != 1:
@@ -253,20 +250,7 @@ class ModelVersion:
         session = self.registry.session
         self.registry._sync_role()
         service = services.get(session, parse_name(service_name, "service_name"))
-        account = self.registry.connection.account
-        if not account.has_service_role(session, service, "INFERENCE_SERVICE_FUNCTION_USAGE"):
-            raise ProgrammingError(
-                f"role {session.role} cannot call service {display_key(service)}: run GRANT SERVICE ROLE "
-                f"{display_key(service)}!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE {session.role}"
-            )
-        service = services.ensure_running(session, service)
-
-        def instances() -> list[str]:
-            fresh = account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
-            return services.instance_urls(fresh) if fresh is not None else []
-
-        client = ServiceClient(display_key(service), method, instances, parallelism=account.parallelism(session),
-                               batch_rows=service.props.get("max_batch_rows"))
+        client = services.client(session, service, method)
         inputs = pa.Table.from_pandas(checked, preserve_index=False)
         outputs = client.call_table(inputs).to_pandas()
         result = X.copy() if isinstance(X, pd.DataFrame) else frame.copy()

@@ -23,13 +23,20 @@ from typing import Any
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session, display_key
 from duckserve.engine.catalog import CatalogObject, now, parse_timestamp
+from duckserve.engine.client import ServiceClient
 from duckserve.engine.environments import EnvironmentBuilder, EnvironmentSpec
 from duckserve.engine.families import FAMILIES
 from duckserve.engine.models import ModelStore
 from duckserve.engine.names import ObjectName, display
 from duckserve.engine.results import Rows, like_matcher
 from duckserve.engine.runtimes import InstanceHandle, InstanceSpec, ProcessRuntime, tail
-from duckserve.errors import BuildError, ObjectNotFound, OperationalError, ProgrammingError
+from duckserve.errors import (
+    BuildError,
+    InsufficientPrivileges,
+    ObjectNotFound,
+    OperationalError,
+    ProgrammingError,
+)
 
 JOB = "JOB"
 INFERENCE_PORT = 5000  # what users see, as in Snowflake; instances listen on ephemeral loopback ports
@@ -87,6 +94,25 @@ class Services:
 
     def instance_urls(self, service: CatalogObject) -> list[str]:
         return [h.url for h in self.handles(service) if h.port]
+
+    def client(self, session: Session, service: CatalogObject, method: Any) -> ServiceClient:
+        """A client for one method of a service the session may call (resuming it when needed):
+        what both ``svc!method(...)`` in SQL and ``mv.run(..., service_name=...)`` send rows through."""
+        label = display_key(service)
+        if not self.account.has_service_role(session, service, "INFERENCE_SERVICE_FUNCTION_USAGE"):
+            raise InsufficientPrivileges(
+                f"role {session.role} cannot call the functions of service {label}: run GRANT SERVICE ROLE "
+                f"{label}!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE {session.role} (as {service.owner})"
+            )
+        service = self.ensure_running(session, service)
+        catalog = self.account.catalog
+
+        def instances() -> list[str]:
+            fresh = catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            return self.instance_urls(fresh) if fresh is not None else []
+
+        return ServiceClient(label, method, instances, parallelism=self.account.parallelism(session),
+                             batch_rows=service.props.get("max_batch_rows"))
 
     # -- create -----------------------------------------------------------------------------------
     def create_service(self, session: Session, *, model_name: str | ObjectName, version: str | None,

@@ -105,6 +105,7 @@ class Connection:
         self._query_ids: list[str] = []
         self._closed = False
         self.functions = ServiceFunctions(self)
+        self._in_transaction = False  # an explicit BEGIN is open (DuckDB cannot be asked cheaply)
         self.model_functions = ModelFunctions(self)
         self._default_threads = int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
 
@@ -132,6 +133,7 @@ class Connection:
 
     def _end_transaction(self, verb: str) -> None:
         with self._lock:
+            self._in_transaction = False
             try:
                 self.duckdb.execute(verb)
             except duckdb.TransactionException:
@@ -199,6 +201,7 @@ class Connection:
             if self.functions.active:
                 self._prefetch(statement, text, parameters)
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
+            self._track_transaction(statement)
             if relation is None:
                 return None, -1
             table = relation.to_arrow_table()
@@ -220,6 +223,13 @@ class Connection:
             return table, int(table.column(0)[0].as_py() or 0)
         return table, table.num_rows
 
+    def _track_transaction(self, statement: splitter.Statement) -> None:
+        first = statement.tokens[0].text.upper()
+        if first in ("BEGIN", "START"):
+            self._in_transaction = True
+        elif first in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+            self._in_transaction = False
+
     def _prefetch(self, statement: splitter.Statement, text: str,
                   parameters: Sequence[Any] | dict[str, Any] | None) -> None:
         """A first pass that gathers service-function arguments, so they travel in large batches
@@ -231,10 +241,9 @@ class Connection:
             return
         writing = first in WRITING_STARTS
         if writing:
-            try:
-                self.duckdb.execute("BEGIN TRANSACTION")
-            except duckdb.TransactionException:
+            if self._in_transaction:
                 return  # inside the user's own transaction: no first pass, chunk-by-chunk calls
+            self.duckdb.execute("BEGIN TRANSACTION")
 
         def first_pass() -> None:
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)

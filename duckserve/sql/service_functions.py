@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from sqlglot.tokens import Token, TokenType
 
-from duckserve.engine import access as A
 from duckserve.engine.account import display_key
 from duckserve.engine.client import ServiceClient
 from duckserve.engine.names import ObjectName, normalize
-from duckserve.errors import Error, InsufficientPrivileges, ObjectNotFound, ProgrammingError
+from duckserve.errors import Error, ObjectNotFound, ProgrammingError
 from duckserve.inference_server.manifest import MethodSpec
 from duckserve.sql.rewrite import Edit, matching_paren
 from duckserve.sql.splitter import Statement
@@ -182,15 +181,10 @@ class ServiceFunctions:
 
     def bind(self, call: CallSite) -> str:
         connection = self.connection
-        session, account, services = connection.session, connection.account, connection.services
+        session, services = connection.session, connection.services
         service = services.get(session, call.name)
         assert service is not None
         label = display_key(service)
-        if not account.has_service_role(session, service, "INFERENCE_SERVICE_FUNCTION_USAGE"):
-            raise InsufficientPrivileges(
-                f"role {session.role} cannot call the functions of service {label}: run GRANT SERVICE ROLE "
-                f"{label}!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE {session.role} (as {service.owner})"
-            )
         manifest = services.models.manifest(services._model_of(service), service.props["version"])
         try:
             method = manifest.method(call.method)
@@ -202,19 +196,12 @@ class ServiceFunctions:
                 f"{label}!{method.name.upper()} takes {len(method.inputs)} argument(s) "
                 f"({method.sql_arguments}), got {call.arguments}"
             )
-        service = services.ensure_running(session, service)
+        client = services.client(session, service, method)
         udf = UDF_PREFIX + hashlib.sha1(f"{service.key}!{method.name}".encode()).hexdigest()[:12]
         signature = f"{method.sql_arguments} -> {method.sql_return_type}"
         with self._lock:
             if self._registered.get(udf) != signature:
                 self._register(udf, method, signature)
-
-            def instances() -> list[str]:
-                fresh = account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
-                return services.instance_urls(fresh) if fresh is not None else []
-
-            client = ServiceClient(label, method, instances, parallelism=account.parallelism(session),
-                                   batch_rows=service.props.get("max_batch_rows"))
             self._clients[udf] = client
             self.active.append(client)
         return udf

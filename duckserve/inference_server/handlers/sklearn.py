@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,6 +64,12 @@ class SklearnHandler(ModelHandler):
             features: Any = frame.iloc[:, 0].to_numpy()
         elif hasattr(model, "feature_names_in_"):
             names = list(model.feature_names_in_)
+            if _takes_plain_arrays(model, frame):
+                # columns already conformed to the signature by name and order: skip sklearn's
+                # per-call DataFrame validation, the largest cost of a small batch
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*does not have valid feature names")
+                    return getattr(model, method_name)(frame.to_numpy())
             features = frame if list(frame.columns) == names else frame.set_axis(names, axis=1)
         else:
             features = frame.to_numpy()
@@ -97,3 +104,12 @@ class SklearnHandler(ModelHandler):
     @classmethod
     def load_object(cls, model_dir: Path, options: dict[str, Any]) -> Any:
         return load_pickle(Path(model_dir) / PICKLE_FILE)
+
+
+def _takes_plain_arrays(model: Any, frame: pd.DataFrame) -> bool:
+    """A single estimator (not a pipeline or column transformer, which may select columns by name)
+    whose inputs are all numeric."""
+    module = type(model).__module__
+    if module.startswith(("sklearn.pipeline", "sklearn.compose")):
+        return False
+    return all(dtype.kind in "fiub" for dtype in frame.dtypes if hasattr(dtype, "kind"))
