@@ -436,6 +436,11 @@ def test_writing_statements_and_volatile_arguments(deployed: Any) -> None:
     conn.execute("DELETE FROM scored WHERE forecast_svc!predict(0.0, 0.0, 0.0) = p AND id >= 0")
     conn.execute("ROLLBACK")
     assert conn.execute("SELECT count(*) FROM scored").fetchone() == (5010,)
+    # a rollback drops the UDFs DuckDB registered since BEGIN; the next call registers them again
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute("SELECT forecast_svc!decision_function(f1, f2, f3) FROM orders LIMIT 1")
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(forecast_svc!decision_function(f1, f2, f3)) FROM orders").fetchone() == (5000,)
     # arguments that differ between passes (random()) are sent again: answers match their own rows
     frame = conn.execute("SELECT a, f2, f3, forecast_svc!predict(a, f2, f3) AS p FROM "
                          "(SELECT random() * 4 - 2 AS a, f2, f3 FROM orders)").fetch_pandas_all()

@@ -133,7 +133,7 @@ class Connection:
 
     def _end_transaction(self, verb: str) -> None:
         with self._lock:
-            self._in_transaction = False
+            self._transaction_ended(rolled_back=verb == "ROLLBACK")
             try:
                 self.duckdb.execute(verb)
             except duckdb.TransactionException:
@@ -228,7 +228,13 @@ class Connection:
         if first in ("BEGIN", "START"):
             self._in_transaction = True
         elif first in ("COMMIT", "END", "ROLLBACK", "ABORT"):
-            self._in_transaction = False
+            self._transaction_ended(rolled_back=first in ("ROLLBACK", "ABORT"))
+
+    def _transaction_ended(self, rolled_back: bool) -> None:
+        self._in_transaction = False
+        # a rollback also drops the UDFs registered since BEGIN
+        self.functions.udfs.transaction_ended(rolled_back)
+        self.model_functions.udfs.transaction_ended(rolled_back)
 
     def _prefetch(self, statement: splitter.Statement, text: str,
                   parameters: Sequence[Any] | dict[str, Any] | None) -> None:

@@ -11,10 +11,7 @@ call with arguments of the wrong types into one naming the function, the argumen
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import re
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +23,7 @@ from duckserve.errors import Error, ObjectNotFound, ProgrammingError
 from duckserve.inference_server.manifest import MethodSpec
 from duckserve.sql.rewrite import Edit, matching_paren
 from duckserve.sql.splitter import Statement
+from duckserve.sql.udfs import UdfRegistry
 
 if TYPE_CHECKING:
     from duckserve.engine.warehouse import WarehouseFunction
@@ -100,9 +98,8 @@ class ModelFunctions:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self._registered: dict[str, str] = {}
+        self.udfs = UdfRegistry(connection, UDF_PREFIX)
         self._functions: dict[str, WarehouseFunction] = {}
-        self._lock = threading.Lock()
 
     def rewrite(self, statement: Statement, _context: Any) -> list[Edit]:
         edits = []
@@ -137,37 +134,18 @@ class ModelFunctions:
             )
         package = store.package_path(model, version)
         function = warehouse.WarehouseFunction(f"MODEL({label}, {version})", method, package)
-        udf = UDF_PREFIX + hashlib.sha1(f"{model.key}/{version}!{method.name}".encode()).hexdigest()[:12]
-        signature = f"{method.sql_arguments} -> {method.sql_return_type}"
-        with self._lock:
+        with self.udfs.lock:
+            udf = self.udfs.name(f"{model.key}/{version}!{method.name}")
             self._functions[udf] = function
-            if self._registered.get(udf) != signature:
-                self._register(udf, method, signature)
+            self.udfs.ensure(udf, method, lambda arguments: self._call(udf, arguments))
         return udf
 
-    def _register(self, udf: str, method: MethodSpec, signature: str) -> None:
-        import duckdb
-        from duckdb.func import ARROW, SPECIAL
-
-        con = self.connection.duckdb
-        if udf in self._registered:
-            con.remove_function(udf)
-        parameters: list[Any] = [duckdb.sqltype(f.duckdb_type) for f in method.inputs]
-        functions = self._functions
-        errors = self.connection.functions
-
-        def call(*arguments: Any) -> Any:
-            try:
-                return functions[udf].call(list(arguments))
-            except Error as exc:
-                errors.error = exc  # re-raised by the connection instead of DuckDB's wrapper
-                raise
-
-        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(parameters))])
-        con.create_function(udf, call, parameters, duckdb.sqltype(method.sql_return_type), type=ARROW,
-                            null_handling=SPECIAL, side_effects=False)
-        self._registered[udf] = signature
+    def _call(self, udf: str, arguments: tuple[Any, ...]) -> Any:
+        try:
+            return self._functions[udf].call(list(arguments))
+        except Error as exc:
+            self.connection.functions.error = exc  # re-raised by the connection instead of DuckDB's wrapper
+            raise
 
     def describe(self, udf: str) -> tuple[str, MethodSpec] | None:
         function = self._functions.get(udf)

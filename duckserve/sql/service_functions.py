@@ -7,8 +7,6 @@ stay exactly as written, so the call works wherever an expression may stand.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,9 +18,9 @@ from duckserve.engine.account import display_key
 from duckserve.engine.client import ServiceClient
 from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import Error, ObjectNotFound, ProgrammingError
-from duckserve.inference_server.manifest import MethodSpec
 from duckserve.sql.rewrite import Edit, matching_paren
 from duckserve.sql.splitter import Statement
+from duckserve.sql.udfs import UdfRegistry
 
 if TYPE_CHECKING:
     from duckserve.sql.connection import Connection
@@ -164,9 +162,8 @@ class ServiceFunctions:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self._registered: dict[str, str] = {}  # udf name -> signature it was registered with
+        self.udfs = UdfRegistry(connection, UDF_PREFIX)
         self._clients: dict[str, ServiceClient] = {}
-        self._lock = threading.Lock()
         self.error: Error | None = None  # the exception a UDF raised, re-raised after DuckDB's wrapper
         self.active: list[ServiceClient] = []
         self._prefetch: dict[str, Prefetch] = {}
@@ -197,43 +194,24 @@ class ServiceFunctions:
                 f"({method.sql_arguments}), got {call.arguments}"
             )
         client = services.client(session, service, method)
-        udf = UDF_PREFIX + hashlib.sha1(f"{service.key}!{method.name}".encode()).hexdigest()[:12]
-        signature = f"{method.sql_arguments} -> {method.sql_return_type}"
-        with self._lock:
-            if self._registered.get(udf) != signature:
-                self._register(udf, method, signature)
+        with self.udfs.lock:
+            udf = self.udfs.name(f"{service.key}!{method.name}")
+            self.udfs.ensure(udf, method, lambda arguments: self._call(udf, arguments))
             self._clients[udf] = client
             self.active.append(client)
         return udf
 
-    def _register(self, udf: str, method: MethodSpec, signature: str) -> None:
-        import duckdb
-        from duckdb.func import ARROW, SPECIAL
-
-        con = self.connection.duckdb
-        if udf in self._registered:
-            con.remove_function(udf)
-        parameters: list[Any] = [duckdb.sqltype(f.duckdb_type) for f in method.inputs]
-        clients = self._clients
-
-        def call(*arguments: Any) -> Any:
-            try:
-                prefetch = self._prefetch.get(udf)
-                if prefetch is None:
-                    return clients[udf].call(list(arguments))
-                if self._collecting:
-                    return prefetch.collect(arguments)
-                return prefetch.answer(arguments)
-            except Error as exc:
-                self.error = exc
-                raise
-
-        # DuckDB reads the arity from the Python signature
-        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(parameters))])
-        con.create_function(udf, call, parameters, duckdb.sqltype(method.sql_return_type), type=ARROW,
-                            null_handling=SPECIAL, side_effects=False)
-        self._registered[udf] = signature
+    def _call(self, udf: str, arguments: tuple[Any, ...]) -> Any:
+        try:
+            prefetch = self._prefetch.get(udf)
+            if prefetch is None:
+                return self._clients[udf].call(list(arguments))
+            if self._collecting:
+                return prefetch.collect(arguments)
+            return prefetch.answer(arguments)
+        except Error as exc:
+            self.error = exc
+            raise
 
     def begin(self) -> None:
         self.error = None
