@@ -119,8 +119,9 @@ def sample_frame(model: Any, method_name: str, sample: Any) -> tuple[pd.DataFram
             if array.ndim == 0:
                 raise ValueError("a sample tensor needs a first (batch) dimension")
             shapes.append(list(array.shape[1:]))
-            columns[f"input_feature_{i}"] = _rows(array) if array.ndim > 1 else array
-            if array.ndim == 2 and array.shape[1] == 1:  # keep (n, 1) a vector of one, as given
+            if array.ndim == 1:
+                columns[f"input_feature_{i}"] = array
+            else:  # one array per row, (n, 1) included: the model takes that shape back
                 rows = np.empty(len(array), dtype=object)
                 for j, row in enumerate(array):
                     rows[j] = row
@@ -238,11 +239,14 @@ class PyTorchHandler(ModelHandler):
             options["kind"] = "torchscript"
         else:
             was_training = model.training
+            device = next((p.device for p in model.parameters()), None)
             model.eval()
-            try:
+            try:  # saved from the CPU, so it loads on hosts without the device it was trained on
                 dump_pickle(model.cpu(), model_dir / PICKLE_FILE, [type(m) for m in model.modules()])
             finally:
                 model.train(was_training)
+                if device is not None:
+                    model.to(device)
             options["kind"] = "module"
         return {"options": options, "artifacts": {}}
 
