@@ -187,7 +187,12 @@ def test_copied_duckserve_has_only_sources(builder: EnvironmentBuilder, tmp_path
     env = builder.build(small(), tmp_path / "log")
     (copy,) = (env.path / "lib").glob("python*/site-packages/duckserve")
     assert (copy / "inference_server" / "manifest.py").is_file()
-    assert {p.suffix for p in copy.rglob("*") if p.is_file()} == {".py"}
+    # sources, and the bytecode compiled from them in the environment (never copied from the tree)
+    files = [p for p in copy.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".py", ".pyc"}
+    sources = {p.relative_to(copy).with_suffix("") for p in files if p.suffix == ".py"}
+    assert all(p.parent.name == "__pycache__" for p in files if p.suffix == ".pyc")
+    assert {(p.parent.parent / p.name.split(".")[0]).relative_to(copy) for p in files if p.suffix == ".pyc"} <= sources
     # duckserve's own dependencies are not installed: the control plane cannot import there
     run_in(env.python, "import importlib.util as u; assert u.find_spec('duckdb') is None")
 

@@ -294,6 +294,8 @@ class Services:
             if service.props.get("auto_suspend_secs"):
                 argv += ["--idle-timeout", str(service.props["auto_suspend_secs"])]
             env = {"PYTHONUNBUFFERED": "1", "DUCKSERVE_SERVICE": service.key,
+                   # write bytecode (an empty value unsets it for Python): later starts import faster
+                   "PYTHONDONTWRITEBYTECODE": "",
                    # a model package holds its files: nothing is fetched from a hub at load time
                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    **_gpu_environment(service.props, instance_id)}
