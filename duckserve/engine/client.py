@@ -74,6 +74,30 @@ class CallStats:
                 setattr(self, name, getattr(self, name) + delta)
 
 
+def strict_call(arguments: list[pa.Array | pa.ChunkedArray], result_type: pa.DataType,
+                compute: Callable[[list[pa.Array]], pa.Array]) -> pa.Array:
+    """Call ``compute`` on the rows whose arguments are all non-NULL and put its answers back in
+    place: a row with a NULL argument yields NULL, as for any strict SQL function."""
+    columns = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
+    n = len(columns[0]) if columns else 0
+    if n == 0:
+        return pa.array([], type=result_type)
+    valid = None
+    for column in columns:
+        if column.null_count:
+            mask = pc.is_valid(column)
+            valid = mask if valid is None else pc.and_(valid, mask)
+    if valid is None:
+        return compute(columns)
+    keep = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+    if len(keep) == 0:
+        return pa.nulls(n, type=result_type)
+    answers = compute([c.take(pa.array(keep)) for c in columns])
+    positions = np.full(n, -1, dtype=np.int64)
+    positions[keep] = np.arange(len(keep))
+    return answers.take(pa.array(positions, mask=positions < 0))
+
+
 class ServiceClient:
     """Calls one method of one service. ``instances`` returns the current instance URLs (it is asked
     again after a connection failure, so restarted instances are found)."""
@@ -104,31 +128,7 @@ class ServiceClient:
         if len(arguments) != len(self.method.inputs):
             raise self._fail(f"takes {len(self.method.inputs)} argument(s) "
                              f"({', '.join(f.name for f in self.method.inputs)}), got {len(arguments)}")
-        columns = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
-        n = len(columns[0]) if columns else 0
-        result_type = self._result_type()
-        if n == 0:
-            return pa.array([], type=result_type)
-        valid = None
-        for column in columns:
-            if column.null_count:
-                mask = pc.is_valid(column)
-                valid = mask if valid is None else pc.and_(valid, mask)
-        if valid is not None:
-            keep = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
-            if len(keep) == 0:
-                return pa.nulls(n, type=result_type)
-            sent = [c.take(pa.array(keep)) for c in columns]
-        else:
-            keep, sent = None, columns
-        answers = self._send_all(sent)
-        if keep is None:
-            return answers
-        # scatter the answers back into place; the skipped rows stay NULL
-        positions = np.full(n, -1, dtype=np.int64)
-        positions[keep] = np.arange(len(keep))
-        indices = pa.array(positions, mask=positions < 0)
-        return answers.take(indices)
+        return strict_call(arguments, self._result_type(), self._send_all)
 
     def call_table(self, table: pa.Table) -> pa.Table:
         """``mv.run``'s form: input columns by signature name in, output columns out."""

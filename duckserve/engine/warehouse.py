@@ -228,35 +228,21 @@ class WarehouseFunction:
         return pa.struct([pa.field(f.name, arrow_type(f)) for f in self.method.outputs])
 
     def call(self, arguments: list[pa.Array | pa.ChunkedArray]) -> pa.Array:
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from duckserve.inference_server.datatypes import arrow_to_series, to_arrow_array
+        from duckserve.engine.client import strict_call
 
         if len(arguments) != len(self.method.inputs):
             raise ProgrammingError(
                 f"{self.label}!{self.method.name.upper()} takes {len(self.method.inputs)} argument(s) "
                 f"({self.method.sql_arguments}), got {len(arguments)}"
             )
-        columns = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
-        n = len(columns[0]) if columns else 0
         result_type = self.result_type()
-        if n == 0:
-            return pa.array([], type=result_type)
-        valid = None
-        for column in columns:
-            if column.null_count:
-                mask = pc.is_valid(column)
-                valid = mask if valid is None else pc.and_(valid, mask)
-        keep = None
-        if valid is not None:
-            keep = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
-            if len(keep) == 0:
-                return pa.nulls(n, type=result_type)
-            columns = [c.take(pa.array(keep)) for c in columns]
-        import pandas as pd
+        return strict_call(arguments, result_type, lambda columns: self._compute(columns, result_type))
 
+    def _compute(self, columns: list[pa.Array], result_type: pa.DataType) -> pa.Array:
+        import pandas as pd
+        import pyarrow as pa
+
+        from duckserve.inference_server.datatypes import arrow_to_series, to_arrow_array
         from duckserve.inference_server.errors import ServerError
 
         try:
@@ -270,10 +256,4 @@ class WarehouseFunction:
             arrays = [to_arrow_array(out[f.name], f) for f in self.method.outputs]
         except ServerError as exc:
             raise ProgrammingError(f"{self.label}!{self.method.name.upper()}: {exc}") from exc
-        answers = arrays[0] if len(arrays) == 1 else pa.StructArray.from_arrays(
-            arrays, fields=list(result_type))
-        if keep is None:
-            return answers
-        positions = np.full(n, -1, dtype=np.int64)
-        positions[keep] = np.arange(len(keep))
-        return answers.take(pa.array(positions, mask=positions < 0))
+        return arrays[0] if len(arrays) == 1 else pa.StructArray.from_arrays(arrays, fields=list(result_type))
