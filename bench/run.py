@@ -7,7 +7,9 @@
     and the JSON-only wire at XSMALL;
 plus the time from create_service (warm uv cache) to the first answer of a query.
 
-Every figure is the median of RUNS runs; ratios are against (b) measured in the same run.
+Every figure is the median of RUNS runs, taken in rounds (a run of each measurement per round) so
+that the machine's slow spells fall on all of them alike; ratios are against (b) measured in the
+same run.
 Usage: python bench/run.py [--rows N] [--runs K]
 """
 
@@ -35,13 +37,20 @@ from duckserve.registry import Registry
 FEATURES = [f"f{i}" for i in range(8)]
 
 
-def median_seconds(function: Callable[[], Any], runs: int) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+def interleaved_medians(measurements: dict[str, Callable[[], Any]], runs: dict[str, int]) -> dict[str, float]:
+    """Median seconds of each measurement, taken in rounds (one run of each per round) so that a
+    slow spell of the machine weighs on all of them alike, not on whichever ran during it."""
+    timings: dict[str, list[float]] = {name: [] for name in measurements}
+    for function in measurements.values():
+        function()  # warm-up
+    for round_number in range(max(runs.values())):
+        for name, function in measurements.items():
+            if round_number >= runs[name]:
+                continue
+            started = time.perf_counter()
+            function()
+            timings[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +60,8 @@ def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int, runs: int) -> float:
+def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int) -> Callable[[], Any]:
+    """(b): what a user writes by hand, on its own DuckDB connection."""
     con = duckdb.connect()
     con.register("frame", pd.DataFrame(X, columns=FEATURES))
     con.execute("CREATE TABLE t AS SELECT * FROM frame")
@@ -66,8 +76,19 @@ def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int, runs:
                         type=ARROW)
     con.execute(f"SET threads = {threads}")
     query = f"SELECT sum(predict({', '.join(FEATURES)})) FROM t"
-    con.execute(query).fetchall()  # warm-up
-    return median_seconds(lambda: con.execute(query).fetchall(), runs)
+    return lambda: con.execute(query).fetchall()
+
+
+def service_query(conn: Any, query: str, warehouse: str, wire: str = "arrow") -> Callable[[], Any]:
+    """(c): the same query through duckserve, on a warehouse, over one wire form."""
+    def run() -> Any:
+        conn.execute(f"USE WAREHOUSE {warehouse}")
+        os.environ["DUCKSERVE_WIRE"] = wire
+        try:
+            return conn.execute(query).fetchall()
+        finally:
+            del os.environ["DUCKSERVE_WIRE"]
+    return run
 
 
 def main() -> int:
@@ -78,14 +99,9 @@ def main() -> int:
     rows, runs = args.rows, args.runs
     X, y = data(rows)
     model = LogisticRegression(max_iter=200).fit(X[:50_000], y[:50_000])
-    results: dict[str, float] = {}
-
-    results["(a) model.predict on numpy"] = median_seconds(lambda: model.predict(X), runs)
-    udf = {threads: in_process_udf(X, model, threads, runs) for threads in (1, 2)}
-    best_threads = min(udf, key=lambda t: udf[t])
-    for threads, seconds in udf.items():
-        results[f"(b) in-process DuckDB UDF, {threads} thread(s)"] = seconds
-    baseline = udf[best_threads]
+    measurements: dict[str, Callable[[], Any]] = {"(a) model.predict on numpy": lambda: model.predict(X)}
+    for threads in (1, 2):
+        measurements[f"(b) in-process DuckDB UDF, {threads} thread(s)"] = in_process_udf(X, model, threads)
 
     with tempfile.TemporaryDirectory() as home:
         conn = duckserve.connect(home=home)
@@ -102,24 +118,23 @@ def main() -> int:
         started = time.perf_counter()
         mv.create_service(service_name="bench_svc", service_compute_pool="bench_pool", image_repo="bench_images")
         conn.execute(f"SELECT bench_svc!predict({', '.join(FEATURES)}) FROM t LIMIT 1").fetchall()
-        results["create_service to first answer (warm uv cache), s"] = time.perf_counter() - started
+        first_answer = time.perf_counter() - started
         query = f"SELECT sum(bench_svc!predict({', '.join(FEATURES)})) FROM t"
         want = int(model.predict(X).sum())
         assert conn.execute(query).fetchone()[0] == want, "service answers differ from the model's"
-        for warehouse in ("compute_wh", "medium_wh"):
-            conn.execute(f"USE WAREHOUSE {warehouse}")
-            label = "XSMALL" if warehouse == "compute_wh" else "MEDIUM"
-            results[f"(c) SELECT svc!predict(...), {label}, Arrow"] = median_seconds(
-                lambda: conn.execute(query).fetchall(), runs)
-        conn.execute("USE WAREHOUSE compute_wh")
-        os.environ["DUCKSERVE_WIRE"] = "json"
-        try:
-            results["(c) SELECT svc!predict(...), XSMALL, JSON only"] = median_seconds(
-                lambda: conn.execute(query).fetchall(), max(1, runs // 2))
-        finally:
-            del os.environ["DUCKSERVE_WIRE"]
+        measurements["(c) SELECT svc!predict(...), XSMALL, Arrow"] = service_query(conn, query, "compute_wh")
+        measurements["(c) SELECT svc!predict(...), MEDIUM, Arrow"] = service_query(conn, query, "medium_wh")
+        json_label = "(c) SELECT svc!predict(...), XSMALL, JSON only"
+        measurements[json_label] = service_query(conn, query, "compute_wh", wire="json")
+        counts = {name: runs for name in measurements}
+        counts[json_label] = max(1, runs // 2)  # ~10 s a run
+        results = interleaved_medians(measurements, counts)
+        results["create_service to first answer (warm uv cache), s"] = first_answer
         conn.execute("DROP SERVICE bench_svc")
         conn.close()
+    udf = {t: results[f"(b) in-process DuckDB UDF, {t} thread(s)"] for t in (1, 2)}
+    best_threads = min(udf, key=lambda t: udf[t])
+    baseline = udf[best_threads]
 
     print(f"duckserve bench: {rows:,} rows x {len(FEATURES)} floats, LogisticRegression, median of {runs} runs, "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, DuckDB {duckdb.__version__}")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +9,33 @@ from typing import Any
 import pytest
 
 import duckserve
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_service_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Service instances are meant to outlive the process that started them; a test that leaves one
+    running (failing before its DROP SERVICE, or not dropping at all) must not leave it behind the
+    run. At the end, every process group started from this session's temporary homes is stopped."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if base in command:
+                groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    groups.discard(os.getpgid(0))
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @pytest.fixture

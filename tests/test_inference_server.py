@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -74,6 +75,18 @@ class Server:
         self.fail("server never became ready")
         raise AssertionError  # unreachable
 
+    @property
+    def exchange_dir(self) -> Path:
+        """The exchange directory the server names in its Arrow answers."""
+        from duckserve.inference_server.manifest import Manifest
+
+        method = Manifest.from_dict(self.client.get("/metadata").json()).methods[0]
+        body = protocol.encode_arrow_request(np.zeros(0, dtype=np.int64), [[] for _ in method.inputs], method)
+        response = self.client.post(f"/{method.name}", content=body,
+                                    headers={"content-type": protocol.ARROW_CONTENT_TYPE})
+        assert response.status_code == 200, response.text
+        return Path(response.headers[protocol.EXCHANGE_HEADER])
+
     def post_json(self, method: str, payload: Any) -> httpx.Response:
         return self.client.post(
             f"/{method}", content=json.dumps(payload), headers={"content-type": "application/json"}
@@ -116,12 +129,15 @@ def classifier_server(
     root = tmp_path_factory.mktemp("classifier")
     save_package(classifier, root / "pkg", name="iris_clf", version="v1", sample_input=X)
     server = Server(root / "pkg", root, "--workers", "2", "--instance-id", "0")
+    exchange = None
     try:
         ready = server.wait_ready()
         assert ready["ready"] is True and ready["workers_ready"] == 2
         yield server
+        exchange = server.exchange_dir
     finally:
         assert server.stop() == 0, server.log()
+    assert exchange is not None and not exchange.exists(), "the exchange directory outlived the server"
 
 
 def rows_of(X: pd.DataFrame) -> list[list[Any]]:
@@ -189,6 +205,59 @@ def test_arrow_round_trip(classifier_server: Server, classifier: Any, training_d
     # the server may call the estimator on a plain array (its fast path): equal to the last bits of a float
     np.testing.assert_allclose(table.to_pandas().to_numpy(), classifier.predict_proba(X), rtol=1e-12, atol=1e-15)
     assert protocol.result_array(table, method).type.num_fields == 2
+
+
+def test_arrow_batches_through_exchange_files(classifier_server: Server, classifier: Any, training_data: Any) -> None:
+    """Same-machine callers may pass Arrow batches as files in the server's exchange directory: the
+    answers are those of the HTTP body form, and the client leaves no file behind."""
+    from duckserve.engine.client import ServiceClient, _exchanges
+    from duckserve.inference_server.manifest import Manifest
+
+    X, _ = training_data
+    method = Manifest.from_dict(classifier_server.client.get("/metadata").json()).method("predict_proba")
+    exchange = classifier_server.exchange_dir
+    assert exchange.is_dir() and (exchange.stat().st_mode & 0o777) == 0o700
+    ids = np.arange(len(X))
+    request = protocol.arrow_request_table(ids, {c: X[c].to_numpy() for c in X.columns}, method)
+    protocol.write_ipc_file(request, exchange / "batch-1.arrow")
+    headers = {"content-type": protocol.ARROW_CONTENT_TYPE, protocol.BODY_FILE_HEADER: "batch-1.arrow"}
+    response = classifier_server.client.post("/predict_proba", content=b"", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.content == b"" and response.headers[protocol.BODY_FILE_HEADER] == "batch-1.arrow.out"
+    got_ids, table = protocol.decode_arrow_response(protocol.read_ipc_file(exchange / "batch-1.arrow.out", "r"), method)
+    assert got_ids.tolist() == ids.tolist()
+    np.testing.assert_allclose(table.to_pandas().to_numpy(), classifier.predict_proba(X), rtol=1e-12, atol=1e-15)
+    for name in ("batch-1.arrow", "batch-1.arrow.out"):
+        (exchange / name).unlink()
+
+    # the service-function client learns the directory from its first answer, then sends files
+    client = ServiceClient("iris", method, lambda: [classifier_server.url], parallelism=2, batch_rows=40)
+    columns = [pa.array(X[c].to_numpy()) for c in X.columns]
+    first = client.call(columns)
+    assert _exchanges[classifier_server.url] == str(exchange)
+    second = client.call(columns)
+    expected = classifier.predict_proba(X)
+    for answers in (first, second):
+        assert np.allclose(np.array([[row["output_feature_0"], row["output_feature_1"]] for row in answers.to_pylist()]),
+                           expected, rtol=1e-12)
+    assert list(exchange.iterdir()) == [], "the client left files in the exchange directory"
+    assert "rows=40 status=200" in classifier_server.log()
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [
+        ("../../etc/passwd", b"", "is not a file name of the exchange directory"),
+        (".hidden", b"", "is not a file name of the exchange directory"),
+        ("missing.arrow", b"", "request body file missing.arrow does not exist"),
+        ("batch.arrow", b"a body too", "needs content type application/vnd.apache.arrow.stream and an empty body"),
+    ],
+)
+def test_bad_exchange_requests_are_400(classifier_server: Server, name: str, body: bytes, message: str) -> None:
+    headers = {"content-type": protocol.ARROW_CONTENT_TYPE, protocol.BODY_FILE_HEADER: name}
+    response = classifier_server.client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -903,7 +903,12 @@ class EnvironmentBuilder:
                 constraint_file = tmp / "constraints.txt"
                 constraint_file.write_text("".join(c + "\n" for c in constraints))
                 install += ["--constraint", str(constraint_file)]
-            output = self._run(install, env, log, log_path, check=False)
+            # uv's cache usually holds everything already: resolving from it alone spares the ~2 s
+            # of index round trips; whatever it lacks is resolved online
+            output = self._run([*install, "--offline"], env, log, log_path, check=False)
+            if output is not None:
+                log.write(f"{_timestamp()} not everything is in uv's cache: resolving against the index\n")
+                output = self._run(install, env, log, log_path, check=False)
         if output is not None:
             origins = {r.name: r.origin for r in requirements if r.name}
             package, problem = explain_uv_failure(output, index, spec.python_minor)

@@ -41,6 +41,7 @@ from duckserve.inference_server.errors import (
     ModelError,
     ModelNotReady,
     Overloaded,
+    ProtocolError,
     RequestTimeout,
     ServerError,
     UnknownMethod,
@@ -48,12 +49,19 @@ from duckserve.inference_server.errors import (
 from duckserve.inference_server.manifest import Manifest, MethodSpec
 from duckserve.inference_server.protocol import (
     ARROW_CONTENT_TYPE,
+    BODY_FILE_HEADER,
+    EXCHANGE_HEADER,
     JSON_CONTENT_TYPE,
+    RESPONSE_FILE_SUFFIX,
+    arrow_response_table,
     decode_arrow_request,
     decode_json_request,
     encode_arrow_response,
     encode_json_response,
+    exchange_file,
     is_arrow,
+    read_ipc_file,
+    write_ipc_file,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +81,7 @@ ENV_INSTANCE_ID = "DUCKSERVE_INSTANCE_ID"
 ENV_WORKERS = "DUCKSERVE_WORKERS"
 ENV_STATE_DIR = "DUCKSERVE_STATE_DIR"
 ENV_IDLE_TIMEOUT = "DUCKSERVE_IDLE_TIMEOUT"
+ENV_EXCHANGE_DIR = "DUCKSERVE_EXCHANGE_DIR"
 READY_DIR = "ready"
 ACTIVITY_FILE = "activity"
 
@@ -91,6 +100,8 @@ class ServerSettings:
     #: shared by the processes of one server: ``ready/<pid>`` markers of workers that loaded the model,
     #: and the ``activity`` file whose mtime is the last inference request (None: this process only)
     state_dir: Path | None = None
+    #: where same-machine callers may pass Arrow batches as files (`protocol`; None: HTTP bodies only)
+    exchange_dir: Path | None = None
 
     def to_env(self) -> dict[str, str]:
         env = {
@@ -104,6 +115,8 @@ class ServerSettings:
             env[ENV_IDLE_TIMEOUT] = str(self.idle_timeout)
         if self.state_dir is not None:
             env[ENV_STATE_DIR] = str(self.state_dir)
+        if self.exchange_dir is not None:
+            env[ENV_EXCHANGE_DIR] = str(self.exchange_dir)
         return env
 
     @classmethod
@@ -114,6 +127,7 @@ class ServerSettings:
                 f"{ENV_PACKAGE} is not set: start the server with python -m duckserve.inference_server"
             )
         state_dir = os.environ.get(ENV_STATE_DIR)
+        exchange_dir = os.environ.get(ENV_EXCHANGE_DIR)
         idle_timeout = os.environ.get(ENV_IDLE_TIMEOUT)
         return cls(
             package=Path(package),
@@ -123,6 +137,7 @@ class ServerSettings:
             workers=int(os.environ.get(ENV_WORKERS, 1)),
             idle_timeout=float(idle_timeout) if idle_timeout else None,
             state_dir=Path(state_dir) if state_dir else None,
+            exchange_dir=Path(exchange_dir) if exchange_dir else None,
         )
 
     @property
@@ -316,12 +331,21 @@ async def call_method(request: Request) -> Response:
         method = worker.method(name)
         body = await request.body()
         arrow = is_arrow(request.headers.get("content-type"))
-        if arrow:
+        body_file = _exchange_request(request, worker, arrow, body)
+        if body_file is not None:
+            ids, frame = decode_arrow_request(read_ipc_file(body_file, "request body"), method)
+        elif arrow:
             ids, frame = decode_arrow_request(body, method)
         else:
             ids, frame = decode_json_request(body, method)
         rows = len(ids)
-        encode = encode_arrow_response if arrow else encode_json_response
+        encode: Callable[[Any, Any, MethodSpec], bytes] = encode_arrow_response if arrow else encode_json_response
+        if body_file is not None:
+            answer_file = body_file.with_name(body_file.name + RESPONSE_FILE_SUFFIX)
+
+            def encode(ids: Any, out: Any, method: MethodSpec) -> bytes:
+                write_ipc_file(arrow_response_table(ids, out, method), answer_file)
+                return b""
 
         def infer(model: LoadedModel) -> bytes:
             try:
@@ -340,7 +364,12 @@ async def call_method(request: Request) -> Response:
         else:
             content = await worker.run(infer, deadline=started + worker.settings.request_timeout)
         status = 200
-        return Response(content, media_type=ARROW_CONTENT_TYPE if arrow else JSON_CONTENT_TYPE)
+        headers = {}
+        if arrow and worker.settings.exchange_dir is not None:
+            headers[EXCHANGE_HEADER] = str(worker.settings.exchange_dir)
+        if body_file is not None:
+            headers[BODY_FILE_HEADER] = answer_file.name
+        return Response(content, media_type=ARROW_CONTENT_TYPE if arrow else JSON_CONTENT_TYPE, headers=headers)
     except ServerError as exc:
         status = exc.status_code
         raise
@@ -349,6 +378,19 @@ async def call_method(request: Request) -> Response:
         raise ModelError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         logger.info("%s rows=%d status=%d %.1f ms", name, rows, status, (time.monotonic() - started) * 1000)
+
+
+def _exchange_request(request: Request, worker: ModelWorker, arrow: bool, body: bytes) -> Path | None:
+    """The exchange file a request's body was passed in, or None for a request with its body."""
+    name = request.headers.get(BODY_FILE_HEADER)
+    if name is None:
+        return None
+    directory = worker.settings.exchange_dir
+    if directory is None:
+        raise ProtocolError(f"{BODY_FILE_HEADER} was sent but this server has no exchange directory; send the body")
+    if not arrow or body:
+        raise ProtocolError(f"{BODY_FILE_HEADER} needs content type {ARROW_CONTENT_TYPE} and an empty body")
+    return exchange_file(directory, name)
 
 
 async def ready(request: Request) -> JSONResponse:

@@ -15,6 +15,14 @@ Arrow form (content type ``application/vnd.apache.arrow.stream``): the request i
 one table with an int64 ``_ID`` column plus one column per input (signature names); the response
 is ``_ID`` plus one column per output.
 
+Shared-memory exchange (Arrow form only, for callers on the same machine): a server started with
+an exchange directory names it in the ``X-Duckserve-Exchange`` header of its Arrow answers. A
+caller that can see that directory may then write the request stream to a file in it and send an
+empty body with ``X-Duckserve-Body-File: <file name>``; the server reads the file (memory-mapped,
+no copy), writes its answer to ``<file name>.out`` beside it and answers with an empty body and
+that name in the same header. The caller reads and deletes both files. This spares loopback HTTP
+the megabytes of a large batch; everything else (status codes, errors, retries) is unchanged.
+
 Every decoder raises `ProtocolError` naming the problem. Imports of numpy, pandas and pyarrow are
 deferred to the functions, so importing this module stays cheap.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duckserve.inference_server.errors import ModelError, ProtocolError
@@ -36,10 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARROW_CONTENT_TYPE",
+    "BODY_FILE_HEADER",
+    "RESPONSE_FILE_SUFFIX",
+    "EXCHANGE_HEADER",
     "JSON_CONTENT_TYPE",
     "ROW_ID",
     "ModelError",
     "ProtocolError",
+    "arrow_request_table",
+    "arrow_response_table",
     "decode_arrow_request",
     "decode_arrow_response",
     "decode_json_request",
@@ -48,13 +62,20 @@ __all__ = [
     "encode_arrow_response",
     "encode_json_request",
     "encode_json_response",
+    "exchange_file",
     "is_arrow",
+    "read_ipc_file",
     "result_array",
+    "write_ipc",
+    "write_ipc_file",
 ]
 
 JSON_CONTENT_TYPE = "application/json"
 ARROW_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 ROW_ID = "_ID"
+EXCHANGE_HEADER = "X-Duckserve-Exchange"
+BODY_FILE_HEADER = "X-Duckserve-Body-File"
+RESPONSE_FILE_SUFFIX = ".out"
 
 
 def is_arrow(content_type: str | None) -> bool:
@@ -196,11 +217,39 @@ def encode_json_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, met
     return json.dumps({"data": data}, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _read_ipc(body: bytes, what: str) -> pa.Table:
+def exchange_file(directory: str | Path, name: str) -> Path:
+    """The file ``name`` of an exchange directory; a name that is not a plain file name there
+    (a path, ``..``, a hidden file) is refused, so a request can only point into that directory."""
+    if not name or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
+        raise ProtocolError(f"{BODY_FILE_HEADER} {name!r:.80} is not a file name of the exchange directory")
+    return Path(directory) / name
+
+
+def read_ipc_file(path: str | Path, what: str) -> pa.Table:
+    """An Arrow IPC stream from a file, memory-mapped (the table's buffers point into the mapping)."""
     import pyarrow as pa
 
     try:
-        return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+        source = pa.memory_map(str(path), "r")
+    except FileNotFoundError:
+        raise ProtocolError(f"{what} file {Path(path).name} does not exist") from None
+    return _read_ipc(source, what)
+
+
+def write_ipc_file(table: pa.Table, path: str | Path) -> None:
+    """Write ``table`` as an Arrow IPC stream to a file."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read_ipc(body: bytes | pa.Buffer | pa.NativeFile, what: str) -> pa.Table:
+    import pyarrow as pa
+
+    source = pa.py_buffer(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
+    try:
+        return pa.ipc.open_stream(source).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise ProtocolError(f"{what} is not an Arrow IPC stream: {exc}") from None
 
@@ -259,19 +308,26 @@ def _numeric_block(table: pa.Table, method: MethodSpec) -> pd.DataFrame | None:
     columns = [table.column(n) for n in names]
     if any(c.type != target or c.null_count for c in columns):
         return None
-    matrix = np.column_stack([c.to_numpy() for c in columns]) if table.num_rows else None
-    if matrix is None:
+    if not table.num_rows:
         return None
+    # column-major: each column is one contiguous copy (3x faster than column_stack's interleaving),
+    # it is the layout of a DataFrame built column by column, and scikit-learn's linear models
+    # predict on it several times faster than on a row-major block
+    matrix = np.empty((table.num_rows, len(columns)), dtype=target.to_pandas_dtype(), order="F")
+    for position, column in enumerate(columns):
+        matrix[:, position] = column.to_numpy()
     return pd.DataFrame(matrix, columns=names, copy=False)
 
 
-def decode_arrow_request(body: bytes, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
-    """An Arrow IPC request as (row indexes, one column per input converted to the signature's types)."""
+def decode_arrow_request(body: bytes | pa.Table, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
+    """An Arrow IPC request (the stream, or the table already read from an exchange file) as
+    (row indexes, one column per input converted to the signature's types)."""
     import pandas as pd
+    import pyarrow as pa
 
     from duckserve.inference_server.datatypes import arrow_to_series
 
-    table = _read_ipc(body, "request body")
+    table = body if isinstance(body, pa.Table) else _read_ipc(body, "request body")
     ids = _arrow_ids(table, "request")
     fast = _numeric_block(table, method)
     if fast is not None:
@@ -288,7 +344,7 @@ def decode_arrow_request(body: bytes, method: MethodSpec) -> tuple[np.ndarray, p
     return ids, pd.DataFrame(columns, index=pd.RangeIndex(len(ids)))
 
 
-def _write_ipc(table: pa.Table) -> bytes:
+def write_ipc(table: pa.Table) -> bytes:
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
@@ -297,8 +353,8 @@ def _write_ipc(table: pa.Table) -> bytes:
     return bytes(sink.getvalue())
 
 
-def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
-    """An Arrow IPC stream: ``_ID`` plus one column per output."""
+def arrow_response_table(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> pa.Table:
+    """The Arrow answer: ``_ID`` plus one column per output."""
     import numpy as np
     import pyarrow as pa
 
@@ -308,7 +364,12 @@ def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, me
     out = _output_frame(out, method, len(id_array))
     arrays = [pa.array(id_array)] + [to_arrow_array(out[f.name], f) for f in method.outputs]
     names = [ROW_ID] + [f.name for f in method.outputs]
-    return _write_ipc(pa.Table.from_arrays(arrays, names=names))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
+    """An Arrow IPC stream: ``_ID`` plus one column per output."""
+    return write_ipc(arrow_response_table(ids, out, method))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +485,16 @@ def encode_arrow_request(
     columns: pa.Table | Mapping[str, Any] | Sequence[Any],
     method: MethodSpec | None = None,
 ) -> bytes:
-    """An Arrow IPC request: ``_ID`` plus the argument columns.
+    """An Arrow IPC request: ``_ID`` plus the argument columns (see `arrow_request_table`)."""
+    return write_ipc(arrow_request_table(ids, columns, method))
+
+
+def arrow_request_table(
+    ids: Sequence[int] | np.ndarray,
+    columns: pa.Table | Mapping[str, Any] | Sequence[Any],
+    method: MethodSpec | None = None,
+) -> pa.Table:
+    """The Arrow request: ``_ID`` plus the argument columns.
 
     ``columns`` is a table, a mapping of input name to column, or (with ``method``) a sequence of
     columns in signature order; columns may be Arrow arrays, numpy arrays or lists. With ``method``
@@ -467,12 +537,15 @@ def encode_arrow_request(
                     f"argument {name} cannot be sent as {features[name].dtype}: {exc}"
                 ) from None
         arrays.append(array)
-    return _write_ipc(pa.Table.from_arrays(arrays, names=[ROW_ID, *named]))
+    return pa.Table.from_arrays(arrays, names=[ROW_ID, *named])
 
 
-def decode_arrow_response(body: bytes, method: MethodSpec | None = None) -> tuple[np.ndarray, pa.Table]:
-    """An Arrow IPC response as (row indexes, a table with one column per output, in signature order)."""
-    table = _read_ipc(body, "response body")
+def decode_arrow_response(body: bytes | pa.Table, method: MethodSpec | None = None) -> tuple[np.ndarray, pa.Table]:
+    """An Arrow IPC response (the stream, or the table read from an exchange file) as
+    (row indexes, a table with one column per output, in signature order)."""
+    import pyarrow as pa
+
+    table = body if isinstance(body, pa.Table) else _read_ipc(body, "response body")
     ids = _arrow_ids(table, "response")
     outputs = table.drop_columns([ROW_ID])
     if method is not None:

@@ -193,13 +193,15 @@ class Connection:
         self.functions.begin()
         text = rewrite.rewrite(statement, _RewriteContext(self),
                                [*rewrite.REWRITES, self.functions.rewrite, self.model_functions.rewrite])
-        # DuckDB calls a UDF from as many threads as the query runs on: as many as batches in flight
-        threads = max(self._default_threads, self.functions.parallelism())
-        if threads != self._default_threads:
-            self.duckdb.execute(f"SET threads = {threads}")
+        threads = self._default_threads
         try:
-            if self.functions.active:
-                self._prefetch(statement, text, parameters)
+            prefetched = bool(self.functions.active) and self._prefetch(statement, text, parameters)
+            if self.functions.active and not prefetched:
+                # chunk by chunk, DuckDB calls the UDF from as many threads as the query runs on:
+                # make that as many as batches may be in flight (a prefetch sends its own batches)
+                threads = max(self._default_threads, self.functions.parallelism())
+                if threads != self._default_threads:
+                    self.duckdb.execute(f"SET threads = {threads}")
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
             self._track_transaction(statement)
             if relation is None:
@@ -237,18 +239,19 @@ class Connection:
         self.model_functions.udfs.transaction_ended(rolled_back)
 
     def _prefetch(self, statement: splitter.Statement, text: str,
-                  parameters: Sequence[Any] | dict[str, Any] | None) -> None:
+                  parameters: Sequence[Any] | dict[str, Any] | None) -> bool:
         """A first pass that gathers service-function arguments, so they travel in large batches
-        (see ``service_functions.Prefetch``). A writing statement's first pass is rolled back."""
+        (see ``service_functions.Prefetch``). A writing statement's first pass is rolled back.
+        False when the statement is not prefetched (its calls then go chunk by chunk)."""
         from duckserve.sql.service_functions import READ_ONLY_STARTS, WRITING_STARTS
 
         first = statement.tokens[0].text.upper()
         if first not in READ_ONLY_STARTS and first not in WRITING_STARTS:
-            return
+            return False
         writing = first in WRITING_STARTS
         if writing:
             if self._in_transaction:
-                return  # inside the user's own transaction: no first pass, chunk-by-chunk calls
+                return False  # inside the user's own transaction: no first pass, chunk-by-chunk calls
             self.duckdb.execute("BEGIN TRANSACTION")
 
         def first_pass() -> None:
@@ -261,9 +264,15 @@ class Connection:
                     for _ in reader:
                         pass
 
+        # the service's instances compute while this pass scans: leave them half the cores
+        first_pass_threads = max(1, self._default_threads // 2)
+        if first_pass_threads != self._default_threads:
+            self.duckdb.execute(f"SET threads = {first_pass_threads}")
         try:
-            self.functions.prefetch(first_pass)
+            return self.functions.prefetch(first_pass)
         finally:
+            if first_pass_threads != self._default_threads:
+                self.duckdb.execute(f"SET threads = {self._default_threads}")
             if writing:
                 self.duckdb.execute("ROLLBACK")
 

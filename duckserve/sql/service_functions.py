@@ -8,6 +8,7 @@ stay exactly as written, so the call works wherever an expression may stand.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 from sqlglot.tokens import Token, TokenType
 
 from duckserve.engine.account import display_key
-from duckserve.engine.client import ServiceClient
+from duckserve.engine.client import ServiceClient, single_array
 from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import Error, ObjectNotFound, ProgrammingError
 from duckserve.sql.rewrite import Edit, matching_paren
@@ -100,23 +101,32 @@ class Prefetch:
     """Large batches for a vectorized UDF that DuckDB feeds 2,048 rows at a time.
 
     The statement runs twice. In the first pass the UDF only gathers its argument chunks (and
-    answers NULL); then every gathered row goes to the service in large concurrent batches; in
-    the second pass each chunk that arrives again, with identical arguments, gets its precomputed
-    answers. A chunk the first pass did not see (another thread order, random(), a branch that
-    NULLs changed) is sent on the spot, so answers are always those of its own arguments.
+    answers NULL); as soon as a batch's worth of rows (the client's ``batch_rows``) is gathered it
+    goes to the service in the background, so the service computes while DuckDB is still scanning,
+    with as many batches in flight as the warehouse allows. In the second pass each chunk that
+    arrives again, with identical arguments, gets its precomputed answers. A chunk the first pass
+    did not see (another thread order, random(), a branch that NULLs changed) is sent on the spot,
+    so answers are always those of its own arguments.
     """
 
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
+        self.result_type = client._result_type()
         self.chunks: list[list[pa.Array]] = []
         self.rows = 0
         self.results: list[pa.Array] = []
         self.index: dict[tuple[Any, ...], list[int]] = {}
         self.lock = threading.Lock()
+        self._pending: list[int] = []  # gathered chunks not yet sent
+        self._pending_rows = 0
+        self._batches: list[Future[pa.Array]] = []
+        self._placement: list[tuple[int, int]] = []  # per chunk: (batch, offset in the batch)
+        self._failed: BaseException | None = None
+        self._executor = ThreadPoolExecutor(max_workers=client.parallelism, thread_name_prefix="duckserve-batch")
 
     @staticmethod
     def _columns(arguments: tuple[Any, ...]) -> list[pa.Array]:
-        return [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arguments]
+        return [single_array(a) for a in arguments]
 
     @staticmethod
     def _key(columns: list[pa.Array]) -> tuple[Any, ...]:
@@ -130,24 +140,55 @@ class Prefetch:
         columns = self._columns(arguments)
         n = len(columns[0]) if columns else 0
         with self.lock:
+            if self._failed is not None:
+                raise self._failed  # a batch already failed: stop the first pass now
+            if self._pending_rows and self._pending_rows + n > self.client.batch_rows:
+                self._send_pending()
+            self._pending.append(len(self.chunks))
             self.chunks.append(columns)
+            self._pending_rows += n
             self.rows += n
             if self.rows > PREFETCH_MAX_ROWS:
                 raise PrefetchAbort(f"more than {PREFETCH_MAX_ROWS} rows")
-        return pa.nulls(n, type=self.client._result_type())
+            if self._pending_rows >= self.client.batch_rows:
+                self._send_pending()
+        return pa.nulls(n, type=self.result_type)
+
+    def _send_pending(self) -> None:
+        """Send the gathered chunks as one batch in the background (called under the lock)."""
+        positions, self._pending, self._pending_rows = self._pending, [], 0
+        if not positions:
+            return
+        width = len(self.chunks[positions[0]])
+        columns = [pa.concat_arrays([self.chunks[p][i] for p in positions]) for i in range(width)]
+        batch, offset = len(self._batches), 0
+        for p in positions:
+            self._placement.append((batch, offset))
+            offset += len(self.chunks[p][0]) if width else 0
+        future = self._executor.submit(self.client.call, columns)
+        future.add_done_callback(self._note_failure)
+        self._batches.append(future)
+
+    def _note_failure(self, future: Future[pa.Array]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failed is None:
+            self._failed = future.exception()
 
     def compute(self) -> None:
-        if not self.chunks:
-            return
-        width = len(self.chunks[0])
-        columns = [pa.concat_arrays([chunk[i] for chunk in self.chunks]) for i in range(width)]
-        answers = self.client.call(columns)
-        offset = 0
+        """Send what is left and wait for every batch; then index the answers by chunk."""
+        try:
+            with self.lock:
+                self._send_pending()
+            answers = [future.result() for future in self._batches]
+        finally:
+            self.close()
         for position, chunk in enumerate(self.chunks):
-            n = len(chunk[0])
-            self.results.append(answers.slice(offset, n))
+            batch, offset = self._placement[position]
+            self.results.append(answers[batch].slice(offset, len(chunk[0]) if chunk else 0))
             self.index.setdefault(self._key(chunk), []).append(position)
-            offset += n
+
+    def close(self) -> None:
+        """Stop sending: batches not yet started are dropped, running ones finish in the background."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def answer(self, arguments: tuple[Any, ...]) -> pa.Array:
         columns = self._columns(arguments)
@@ -219,22 +260,26 @@ class ServiceFunctions:
         self._prefetch = {}
         self._collecting = False
 
-    def prefetch(self, run_first_pass: Any) -> None:
-        """Run the statement's first pass (``run_first_pass()``) gathering arguments, then send them
-        in large batches; the caller then runs the statement for real."""
+    def prefetch(self, run_first_pass: Any) -> bool:
+        """Run the statement's first pass (``run_first_pass()``), which gathers the arguments and
+        sends them in large batches as it goes; wait for the answers. The caller then runs the
+        statement for real. False when it gathered too many rows to hold (then nothing is prefetched)."""
         self._prefetch = {udf: Prefetch(client) for udf, client in self._clients.items() if client in self.active}
         self._collecting = True
         try:
             run_first_pass()
-        except Exception:
+        except BaseException:
+            for prefetch in self._prefetch.values():
+                prefetch.close()
             if any(p.rows > PREFETCH_MAX_ROWS for p in self._prefetch.values()):
                 self._prefetch = {}  # too large to gather: the statement runs chunk by chunk
-                return
+                return False
             raise
         finally:
             self._collecting = False
         for prefetch in self._prefetch.values():
             prefetch.compute()
+        return True
 
     def cancel(self) -> None:
         for client in self.active:
