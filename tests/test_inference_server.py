@@ -207,9 +207,11 @@ def test_arrow_round_trip(classifier_server: Server, classifier: Any, training_d
     assert protocol.result_array(table, method).type.num_fields == 2
 
 
-def test_arrow_batches_through_exchange_files(classifier_server: Server, classifier: Any, training_data: Any) -> None:
+def test_arrow_batches_through_exchange_files(classifier_server: Server, classifier: Any, training_data: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Same-machine callers may pass Arrow batches as files in the server's exchange directory: the
     answers are those of the HTTP body form, and the client leaves no file behind."""
+    from duckserve.engine import client as client_module
     from duckserve.engine.client import ServiceClient, _exchanges
     from duckserve.inference_server.manifest import Manifest
 
@@ -231,11 +233,23 @@ def test_arrow_batches_through_exchange_files(classifier_server: Server, classif
         (exchange / name).unlink()
 
     # the service-function client learns the directory from its first answer, then sends files
+    # (for batches of any size here: by default only large ones)
+    written: list[str] = []
+    original = protocol.write_ipc_file
+
+    def write_ipc_file(table: pa.Table, path: Any) -> None:
+        written.append(str(path))
+        original(table, path)
+
+    monkeypatch.setattr(client_module, "EXCHANGE_MIN_BYTES", 0)
+    monkeypatch.setattr(client_module.protocol, "write_ipc_file", write_ipc_file)
+    _exchanges.pop(classifier_server.url, None)
     client = ServiceClient("iris", method, lambda: [classifier_server.url], parallelism=2, batch_rows=40)
     columns = [pa.array(X[c].to_numpy()) for c in X.columns]
     first = client.call(columns)
     assert _exchanges[classifier_server.url] == str(exchange)
     second = client.call(columns)
+    assert len(written) >= 4 and all(Path(w).parent == exchange for w in written)
     expected = classifier.predict_proba(X)
     for answers in (first, second):
         assert np.allclose(np.array([[row["output_feature_0"], row["output_feature_1"]] for row in answers.to_pylist()]),
@@ -446,6 +460,30 @@ def test_idle_timeout_exits_cleanly(tariff_package: Path, tmp_path: Path) -> Non
     assert code == 0, server.log()
     assert "idle timeout 1.5 s): shutting down" in server.log()
     assert not server.port_file.exists()
+
+
+def test_workers_are_forked_after_preloading_and_replaced_when_they_die(tariff_package: Path, tmp_path: Path) -> None:
+    import signal
+
+    server = Server(tariff_package, tmp_path, "--workers", "2")
+    try:
+        server.wait_ready()
+        assert "preloaded duckserve.inference_server.app" in server.log()
+        pids = {server.client.get("/healthz").json()["pid"] for _ in range(20)}
+        assert server.process.pid not in pids  # workers answer, the supervisor does not
+        victim = next(iter(pids))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while f"worker {victim} exited with -9: starting another" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        ready = server.wait_ready()
+        assert ready["workers_ready"] == 2
+        assert server.post_json("price", {"data": [[0, 2, 0.0]]}).json() == {"data": [[0, {"price": 5.0, "label": "q2"}]]}
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()
+    assert "worker" in server.log() and "did not stop" not in server.log()
 
 
 def test_broken_package_fails_at_startup(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ _clients: dict[int, httpx.Client] = {}
 _clients_lock = threading.Lock()
 #: instance URL -> the exchange directory it named, for instances whose directory is visible here
 _exchanges: dict[str, str] = {}
+#: smaller batches go as HTTP bodies: for them a file's creation and removal cost more than they save
+EXCHANGE_MIN_BYTES = 256 * 1024
 
 
 def http_client() -> httpx.Client:
@@ -253,9 +255,10 @@ class ServiceClient:
 
 
 class _Request:
-    """One batch, encoded once per form it is sent in: an HTTP body, or an exchange file when the
-    instance named an exchange directory this process can see (a new file for each attempt, since
-    a retry may go to another instance; removed once answered)."""
+    """One batch, encoded once per form it is sent in: an HTTP body, or (for a batch of at least
+    EXCHANGE_MIN_BYTES) an exchange file when the instance named an exchange directory this process
+    can see (a new file for each attempt, since a retry may go to another instance; removed once
+    answered)."""
 
     def __init__(self, ids: np.ndarray, columns: list[pa.Array], method: MethodSpec, use_arrow: bool) -> None:
         self.ids, self.columns, self.method, self.use_arrow = ids, columns, method, use_arrow
@@ -273,7 +276,7 @@ class _Request:
                 self._body = protocol.encode_json_request(self.ids, self.columns)
             return self._post(url, path, self._body, protocol.JSON_CONTENT_TYPE, {})
         exchange = _exchanges.get(url)
-        if exchange is None:
+        if exchange is None or self.table().nbytes < EXCHANGE_MIN_BYTES:
             if self._body is None:
                 self._body = protocol.write_ipc(self.table())
             response = self._post(url, path, self._body, protocol.ARROW_CONTENT_TYPE, {})

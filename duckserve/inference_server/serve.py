@@ -2,8 +2,9 @@
 
 The parent binds the listening socket itself (so port 0 works and the actual port is known before
 any worker starts), writes the port file, then hands the socket to uvicorn: served in this process
-for one worker, or by uvicorn's multiprocess supervisor for several (each worker process loads its
-own copy of the model; the supervisor restarts workers that die).
+for one worker; for several, the parent imports the server and the model's frameworks once and
+forks the workers (`ForkSupervisor`; uvicorn's spawning supervisor where there is no fork). Each
+worker process loads its own copy of the model; the supervisor restarts workers that die.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duckserve.inference_server.app import READY_DIR, ServerSettings
-from duckserve.inference_server.manifest import Manifest
+from duckserve.inference_server.manifest import MODEL_DIR, Manifest
 
 if TYPE_CHECKING:
     import asyncio
@@ -116,27 +117,193 @@ def make_exchange_dir(fallback: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="duckserve-exchange-", dir=parent))
 
 
-def _exit_when_idle(settings: ServerSettings) -> None:
-    """Send this process SIGTERM (the usual clean shutdown) once no worker has had an inference
-    request for ``idle_timeout`` seconds."""
+def idle_too_long(settings: ServerSettings) -> bool | None:
+    """True once no worker has had an inference request for ``idle_timeout`` seconds (logged);
+    None when the activity file is gone (the server is stopping)."""
     assert settings.idle_timeout is not None and settings.activity_file is not None
+    try:
+        idle = time.time() - settings.activity_file.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    ready = settings.state_dir is not None and any((settings.state_dir / READY_DIR).glob("*"))
+    if not ready or idle < settings.idle_timeout:
+        return False  # still loading the model is not idleness
+    logger.info("no inference request for %.0f s (idle timeout %g s): shutting down", idle, settings.idle_timeout)
+    return True
+
+
+def _exit_when_idle(settings: ServerSettings) -> None:
+    """Send this process SIGTERM (the usual clean shutdown) once it is idle too long."""
+    assert settings.idle_timeout is not None
     while True:
         time.sleep(min(settings.idle_timeout / 4, 1.0))
-        try:
-            idle = time.time() - settings.activity_file.stat().st_mtime
-        except FileNotFoundError:
+        idle = idle_too_long(settings)
+        if idle is None:
             return
-        ready = settings.state_dir is not None and any((settings.state_dir / READY_DIR).glob("*"))
-        if not ready:
-            continue  # still loading the model: that is not idleness
-        if idle >= settings.idle_timeout:
-            logger.info(
-                "no inference request for %.0f s (idle timeout %g s): shutting down",
-                idle,
-                settings.idle_timeout,
-            )
+        if idle:
             os.kill(os.getpid(), signal.SIGTERM)
             return
+
+
+def pickled_modules(path: Path, max_bytes: int = 64 * 2**20) -> list[str]:
+    """The modules a pickle file imports when loaded (its GLOBAL and STACK_GLOBAL references), read
+    without loading it; nothing for a file larger than ``max_bytes`` or one that does not parse."""
+    import pickletools
+
+    try:
+        if path.stat().st_size > max_bytes:
+            return []
+        modules: list[str] = []
+        strings: list[str] = []
+        with open(path, "rb") as handle:
+            for opcode, argument, _ in pickletools.genops(handle):
+                if opcode.name == "GLOBAL" and isinstance(argument, str):
+                    module = argument.split(" ", 1)[0]
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    module = strings[-2]
+                else:
+                    if isinstance(argument, str) and "UNICODE" in opcode.name:
+                        strings.append(argument)
+                    continue
+                if module != "__main__" and module not in modules:
+                    modules.append(module)
+        return modules
+    except (OSError, ValueError):
+        return []
+
+
+def preload(manifest: Manifest, package: Path) -> None:
+    """Import, once in the parent, what every worker imports: the server, pandas, pyarrow and the
+    model's frameworks. Forked workers inherit them, so N workers start in the time of one import
+    instead of N imports competing for the cores (five workers took 4 s on two cores, each
+    importing scikit-learn). Nothing runs a model or starts a thread pool here; a module that fails
+    to import is left to the worker, whose model load reports it."""
+    import importlib
+
+    from duckserve.inference_server.handlers import get_handler
+
+    modules = ["duckserve.inference_server.app", "duckserve.inference_server.handlers", "pandas", "pyarrow"]
+    try:
+        modules += get_handler(manifest.handler).runtime_modules(manifest)
+    except KeyError:
+        pass
+    for pickle_file in sorted((package / MODEL_DIR).rglob("*.pkl")):
+        modules += [m for m in pickled_modules(pickle_file) if m not in modules]
+    started = time.monotonic()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - the worker's load names the problem
+            logger.warning("preloading %s failed (%s: %s); workers will import it themselves",
+                           module, type(exc).__name__, exc)
+    logger.info("preloaded %s in %.2f s", ", ".join(modules), time.monotonic() - started)
+
+
+class ForkSupervisor:
+    """Worker processes forked from this one after `preload` (gunicorn's --preload, for uvicorn).
+
+    Each child serves the shared listening socket with its own uvicorn server and loads its own
+    model copy. A worker that dies is forked again; one that fails its startup (lifespan) stops the
+    server with STARTUP_FAILURE. SIGTERM and SIGINT stop the workers gracefully (SIGKILL after the
+    grace period) and end the server.
+    """
+
+    POLL_SECONDS = 0.1
+
+    def __init__(self, config: Any, sock: socket.socket, workers: int, settings: ServerSettings) -> None:
+        self.config = config
+        self.sock = sock
+        self.workers = workers
+        self.settings = settings
+        self.children: dict[int, int] = {}  # pid -> worker slot
+        self.stopping = False
+
+    def _fork(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+                    signal.signal(signum, signal.SIG_DFL)
+                import uvicorn
+
+                server = uvicorn.Server(self.config)
+                server.run(sockets=[self.sock])
+                code = 0 if server.started else STARTUP_FAILURE
+            except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor
+                logger.exception("worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = slot
+        logger.info("started worker process %d", pid)
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop)
+        for slot in range(self.workers):
+            self._fork(slot)
+        code = 0
+        idle_every = min(self.settings.idle_timeout / 4, 1.0) if self.settings.idle_timeout is not None else None
+        idle_checked = time.monotonic()
+        while not self.stopping:
+            time.sleep(self.POLL_SECONDS)
+            if idle_every is not None and time.monotonic() - idle_checked >= idle_every:
+                # here, not in a thread: forking a process that has threads risks their locks
+                idle_checked = time.monotonic()
+                self.stopping = idle_too_long(self.settings) is not False
+            for pid, status in self._reap():
+                slot = self.children.pop(pid)
+                exit_code = _exit_code(status)
+                if exit_code == STARTUP_FAILURE:
+                    logger.error("worker %d failed to start: stopping", pid)
+                    self.stopping, code = True, STARTUP_FAILURE
+                elif not self.stopping:
+                    logger.warning("worker %d exited with %d: starting another", pid, exit_code)
+                    self._fork(slot)
+        self._terminate_children()
+        return code
+
+    def _reap(self) -> list[tuple[int, int]]:
+        done = []
+        for pid in list(self.children):
+            try:
+                waited, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                waited, status = pid, 0
+            if waited:
+                done.append((pid, status))
+        return done
+
+    def _terminate_children(self) -> None:
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS + 5
+        while self.children and time.monotonic() < deadline:
+            for pid, _ in self._reap():
+                self.children.pop(pid, None)
+            time.sleep(self.POLL_SECONDS)
+        for pid in self.children:
+            logger.warning("worker %d did not stop within the grace period: killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.children.clear()
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as an exit code, negative for a signal (os.waitstatus_to_exitcode, before 3.9)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def serve(
@@ -196,9 +363,13 @@ def serve(
         logger.warning("GPU: %s", gpu_note)
     if os.environ.get("DUCKSERVE_DEVICE") == "cuda":
         logger.info("GPU: serving on CUDA devices %s", os.environ.get("CUDA_VISIBLE_DEVICES", "(all)"))
-    if settings.idle_timeout is not None:
+    forking = settings.workers > 1 and hasattr(os, "fork")
+    if settings.idle_timeout is not None and not forking:
         threading.Thread(target=_exit_when_idle, args=(settings,), name="idle-watch", daemon=True).start()
     try:
+        if forking:
+            preload(manifest, Path(settings.package))
+            return ForkSupervisor(config, sock, settings.workers, settings).run()
         if settings.workers > 1:
             # older uvicorn (as in some model environments) takes the worker's target explicitly
             if "target" in inspect.signature(Multiprocess).parameters:
