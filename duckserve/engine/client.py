@@ -11,6 +11,7 @@ rather than as HTTP bodies (`protocol`: a large batch crosses loopback HTTP seve
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -292,7 +293,8 @@ class _Request:
         try:
             return self._post(url, path, b"", protocol.ARROW_CONTENT_TYPE, {protocol.BODY_FILE_HEADER: name})
         finally:
-            os.unlink(body_file)
+            with contextlib.suppress(FileNotFoundError):  # gone with its directory if the instance stopped
+                os.unlink(body_file)
 
     @staticmethod
     def _post(url: str, path: str, body: bytes, content_type: str, extra: dict[str, str]) -> httpx.Response:
