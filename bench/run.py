@@ -4,7 +4,7 @@
 (b) a vectorized DuckDB Python UDF calling predict in-process (what a user writes by hand), at 1 and
     2 DuckDB threads, best reported;
 (c) SELECT svc!predict(...) through duckserve at warehouse XSMALL and MEDIUM, Arrow IPC on the wire,
-    and the JSON-only wire at XSMALL;
+    at 1 and 2 DuckDB threads like (b), and the JSON-only wire at XSMALL;
 plus the time from create_service to the first answer of a query, for a new environment (uv's cache
 warm) and for a second service whose environment is built already.
 
@@ -80,10 +80,11 @@ def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int) -> Ca
     return lambda: con.execute(query).fetchall()
 
 
-def service_query(conn: Any, query: str, warehouse: str, wire: str = "arrow") -> Callable[[], Any]:
-    """(c): the same query through duckserve, on a warehouse, over one wire form."""
+def service_query(conn: Any, query: str, warehouse: str, threads: int, wire: str = "arrow") -> Callable[[], Any]:
+    """(c): the same query through duckserve, on a warehouse, at a DuckDB thread count, over one wire form."""
     def run() -> Any:
         conn.execute(f"USE WAREHOUSE {warehouse}")
+        conn.execute(f"SET threads = {threads}")
         os.environ["DUCKSERVE_WIRE"] = wire
         try:
             return conn.execute(query).fetchall()
@@ -129,10 +130,12 @@ def main() -> int:
         query = f"SELECT sum(bench_svc!predict({', '.join(FEATURES)})) FROM t"
         want = int(model.predict(X).sum())
         assert conn.execute(query).fetchone()[0] == want, "service answers differ from the model's"
-        measurements["(c) SELECT svc!predict(...), XSMALL, Arrow"] = service_query(conn, query, "compute_wh")
-        measurements["(c) SELECT svc!predict(...), MEDIUM, Arrow"] = service_query(conn, query, "medium_wh")
-        json_label = "(c) SELECT svc!predict(...), XSMALL, JSON only"
-        measurements[json_label] = service_query(conn, query, "compute_wh", wire="json")
+        for size, warehouse in (("XSMALL", "compute_wh"), ("MEDIUM", "medium_wh")):
+            for threads in (1, 2):
+                measurements[f"(c) SELECT svc!predict(...), {size}, Arrow, {threads} thread(s)"] = service_query(
+                    conn, query, warehouse, threads)
+        json_label = "(c) SELECT svc!predict(...), XSMALL, JSON only, 2 thread(s)"
+        measurements[json_label] = service_query(conn, query, "compute_wh", 2, wire="json")
         counts = {name: runs for name in measurements}
         counts[json_label] = max(1, runs // 2)  # ~10 s a run
         results = interleaved_medians(measurements, counts)

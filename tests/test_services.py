@@ -116,6 +116,20 @@ def test_sql_calls_in_several_shapes(deployed: Any) -> None:
     assert filtered == [{"n": int(want[want["id"] < 100]["p"].sum())}]
 
 
+def test_calls_keep_the_sessions_thread_setting(deployed: Any) -> None:
+    """A statement with service calls changes DuckDB's threads for its passes and puts back the
+    session's own setting, whatever it is (it must not reset a user's SET threads)."""
+    conn = deployed["conn"]
+    want = int(expected(deployed)["p"].sum())
+    try:
+        for threads in (1, 3):
+            conn.execute(f"SET threads = {threads}")
+            assert rows(conn, "SELECT sum(forecast_svc!predict(f1, f2, f3)) AS n FROM orders") == [{"n": want}]
+            assert rows(conn, "SELECT current_setting('threads') AS t") == [{"t": threads}]
+    finally:
+        conn.execute("RESET threads")
+
+
 def test_predict_proba_is_a_struct(deployed: Any) -> None:
     conn = deployed["conn"]
     got = conn.execute("SELECT forecast_svc!predict_proba(f1, f2, f3) AS pr FROM orders ORDER BY id LIMIT 10"

@@ -90,10 +90,10 @@ def single_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def strict_call(arguments: list[pa.Array | pa.ChunkedArray], result_type: pa.DataType,
-                compute: Callable[[list[pa.Array]], pa.Array]) -> pa.Array:
+                compute: Callable[[list[pa.Array | pa.ChunkedArray]], pa.Array]) -> pa.Array:
     """Call ``compute`` on the rows whose arguments are all non-NULL and put its answers back in
     place: a row with a NULL argument yields NULL, as for any strict SQL function."""
-    columns = [single_array(a) for a in arguments]
+    columns = list(arguments)  # chunked arrays stay chunked: batches are cut from them without a copy
     n = len(columns[0]) if columns else 0
     if n == 0:
         return pa.array([], type=result_type)
@@ -164,7 +164,7 @@ class ServiceClient:
             return arrow_type(self.method.outputs[0])
         return pa.struct([pa.field(f.name, arrow_type(f)) for f in self.method.outputs])
 
-    def _send_all(self, columns: list[pa.Array]) -> pa.Array:
+    def _send_all(self, columns: list[pa.Array | pa.ChunkedArray]) -> pa.Array:
         n = len(columns[0])
         bounds = [(start, min(start + self.batch_rows, n)) for start in range(0, n, self.batch_rows)]
         if len(bounds) == 1:
@@ -174,7 +174,7 @@ class ServiceClient:
                 parts = list(pool.map(lambda b: self._send_batch(columns, b[0], b[1]), bounds))
         return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
 
-    def _send_batch(self, columns: list[pa.Array], start: int, stop: int) -> pa.Array:
+    def _send_batch(self, columns: list[pa.Array | pa.ChunkedArray], start: int, stop: int) -> pa.Array:
         ids = np.arange(start, stop, dtype=np.int64)
         chunk = [c.slice(start, stop - start) for c in columns]
         request = _Request(ids, chunk, self.method, self.use_arrow)
@@ -261,7 +261,8 @@ class _Request:
     can see (a new file for each attempt, since a retry may go to another instance; removed once
     answered)."""
 
-    def __init__(self, ids: np.ndarray, columns: list[pa.Array], method: MethodSpec, use_arrow: bool) -> None:
+    def __init__(self, ids: np.ndarray, columns: list[pa.Array | pa.ChunkedArray], method: MethodSpec,
+                 use_arrow: bool) -> None:
         self.ids, self.columns, self.method, self.use_arrow = ids, columns, method, use_arrow
         self._table: pa.Table | None = None
         self._body: bytes | None = None

@@ -315,7 +315,10 @@ def _numeric_block(table: pa.Table, method: MethodSpec) -> pd.DataFrame | None:
     # predict on it several times faster than on a row-major block
     matrix = np.empty((table.num_rows, len(columns)), dtype=target.to_pandas_dtype(), order="F")
     for position, column in enumerate(columns):
-        matrix[:, position] = column.to_numpy()
+        row = 0
+        for chunk in column.chunks:  # chunk by chunk: ChunkedArray.to_numpy would copy once more
+            matrix[row:row + len(chunk), position] = chunk.to_numpy()
+            row += len(chunk)
     return pd.DataFrame(matrix, columns=names, copy=False)
 
 

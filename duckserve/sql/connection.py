@@ -107,7 +107,6 @@ class Connection:
         self.functions = ServiceFunctions(self)
         self._in_transaction = False  # an explicit BEGIN is open (DuckDB cannot be asked cheaply)
         self.model_functions = ModelFunctions(self)
-        self._default_threads = int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
 
     # -- PEP 249 ----------------------------------------------------------------------------------
     def cursor(self) -> Cursor:
@@ -193,14 +192,15 @@ class Connection:
         self.functions.begin()
         text = rewrite.rewrite(statement, _RewriteContext(self),
                                [*rewrite.REWRITES, self.functions.rewrite, self.model_functions.rewrite])
-        threads = self._default_threads
+        # the session's own setting (SET threads = n), put back after any change made for the calls
+        threads = user_threads = self._threads() if self.functions.active else 0
         try:
-            prefetched = bool(self.functions.active) and self._prefetch(statement, text, parameters)
+            prefetched = bool(self.functions.active) and self._prefetch(statement, text, parameters, user_threads)
             if self.functions.active and not prefetched:
                 # chunk by chunk, DuckDB calls the UDF from as many threads as the query runs on:
                 # make that as many as batches may be in flight (a prefetch sends its own batches)
-                threads = max(self._default_threads, self.functions.parallelism())
-                if threads != self._default_threads:
+                threads = max(user_threads, self.functions.parallelism())
+                if threads != user_threads:
                     self.duckdb.execute(f"SET threads = {threads}")
             relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
             self._track_transaction(statement)
@@ -218,8 +218,8 @@ class Connection:
             self.duckdb.interrupt()
             raise
         finally:
-            if threads != self._default_threads:
-                self.duckdb.execute(f"SET threads = {self._default_threads}")
+            if threads != user_threads:
+                self.duckdb.execute(f"SET threads = {user_threads}")
         first = statement.tokens[0].text.upper()
         if table.column_names == ["Count"] and table.num_rows == 1 and first in ("INSERT", "UPDATE", "DELETE", "CREATE", "COPY", "MERGE"):
             return table, int(table.column(0)[0].as_py() or 0)
@@ -238,8 +238,11 @@ class Connection:
         self.functions.udfs.transaction_ended(rolled_back)
         self.model_functions.udfs.transaction_ended(rolled_back)
 
+    def _threads(self) -> int:
+        return int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
+
     def _prefetch(self, statement: splitter.Statement, text: str,
-                  parameters: Sequence[Any] | dict[str, Any] | None) -> bool:
+                  parameters: Sequence[Any] | dict[str, Any] | None, user_threads: int) -> bool:
         """A first pass that gathers service-function arguments, so they travel in large batches
         (see ``service_functions.Prefetch``). A writing statement's first pass is rolled back.
         False when the statement is not prefetched (its calls then go chunk by chunk)."""
@@ -265,14 +268,14 @@ class Connection:
                         pass
 
         # the service's instances compute while this pass scans: leave them half the cores
-        first_pass_threads = max(1, self._default_threads // 2)
-        if first_pass_threads != self._default_threads:
+        first_pass_threads = max(1, user_threads // 2)
+        if first_pass_threads != user_threads:
             self.duckdb.execute(f"SET threads = {first_pass_threads}")
         try:
             return self.functions.prefetch(first_pass)
         finally:
-            if first_pass_threads != self._default_threads:
-                self.duckdb.execute(f"SET threads = {self._default_threads}")
+            if first_pass_threads != user_threads:
+                self.duckdb.execute(f"SET threads = {user_threads}")
             if writing:
                 self.duckdb.execute("ROLLBACK")
 

@@ -123,6 +123,7 @@ class Prefetch:
         self._placement: list[tuple[int, int]] = []  # per chunk: (batch, offset in the batch)
         self._failed: BaseException | None = None
         self._next = 0  # the chunk the second pass most likely asks for next
+        self._nulls: dict[int, pa.Array] = {}  # the first pass's answers, by chunk length
         self._executor = ThreadPoolExecutor(max_workers=client.parallelism, thread_name_prefix="duckserve-batch")
 
     @staticmethod
@@ -153,7 +154,10 @@ class Prefetch:
                 raise PrefetchAbort(f"more than {PREFETCH_MAX_ROWS} rows")
             if self._pending_rows >= self.client.batch_rows:
                 self._send_pending()
-        return pa.nulls(n, type=self.result_type)
+        nulls = self._nulls.get(n)
+        if nulls is None:
+            nulls = self._nulls[n] = pa.nulls(n, type=self.result_type)
+        return nulls
 
     def _send_pending(self) -> None:
         """Send the gathered chunks as one batch in the background (called under the lock)."""
@@ -161,7 +165,9 @@ class Prefetch:
         if not positions:
             return
         width = len(self.chunks[positions[0]])
-        columns = [pa.concat_arrays([self.chunks[p][i] for p in positions]) for i in range(width)]
+        # chunked, not concatenated: the batch is written from the gathered chunks as they are
+        columns = [pa.chunked_array([self.chunks[p][i] for p in positions], type=self.chunks[positions[0]][i].type)
+                   for i in range(width)]
         batch, offset = len(self._batches), 0
         for p in positions:
             self._placement.append((batch, offset))
