@@ -295,3 +295,62 @@ def test_list_and_remove(builder: EnvironmentBuilder, tmp_path: Path, pypi: None
         builder.remove(env.key)
     with pytest.raises(ObjectNotFound):
         builder.remove("../etc")
+
+
+# --- the bytecode store -----------------------------------------------------------------------------
+
+
+def _loads_from_pyc(site: Path, module: str) -> bool:
+    """Whether Python loads ``module`` from ``site`` from an existing .pyc (it says so with -v)."""
+    out = subprocess.run([sys.executable, "-v", "-c", f"import {module}"], capture_output=True, text=True,
+                         cwd="/", env={"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stderr
+    return f"{site}/__pycache__/{module}.{TAG}.pyc matches {site}/{module}.py" in out.stderr
+
+
+TAG = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def test_bytecode_store_serves_hard_linked_sources_only(tmp_path: Path) -> None:
+    import py_compile
+
+    from duckserve.engine import bytecode
+
+    store, first, linked, copied = (tmp_path / d for d in ("store", "first", "linked", "copied"))
+    for site in (first, linked, copied):
+        site.mkdir()
+    (first / "shared_mod.py").write_text("VALUE = 42\n")
+    py_compile.compile(str(first / "shared_mod.py"), cfile=str(first / "__pycache__" / f"shared_mod.{TAG}.pyc"))
+    (first / "own").mkdir()
+    (first / "own" / "__init__.py").write_text("")
+    py_compile.compile(str(first / "own" / "__init__.py"))
+    assert bytecode.save(first, TAG, store, skip=("own",)) == 1  # "own" is this site's alone
+    assert bytecode.save(first, TAG, store) == 1 and bytecode.save(first, TAG, store) == 0
+
+    # the same file (a hard link, as uv installs from its cache) gets the stored bytecode, and Python uses it
+    (linked / "shared_mod.py").hardlink_to(first / "shared_mod.py")
+    assert not _loads_from_pyc(linked, "shared_mod")
+    assert bytecode.restore(linked, TAG, store) == 1
+    assert _loads_from_pyc(linked, "shared_mod")
+    # a copy is another file: it compiles its own
+    shutil.copy2(first / "shared_mod.py", copied / "shared_mod.py")
+    assert bytecode.restore(copied, TAG, store) == 0
+    assert bytecode.restore(tmp_path / "nowhere", TAG, tmp_path / "no-store") == 0
+
+
+def test_second_build_takes_bytecode_from_the_store(tmp_path: Path, pypi: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from duckserve.engine import bytecode
+
+    monkeypatch.setenv(bytecode.CACHE_ENV, str(tmp_path / "store"))
+    spec = EnvironmentSpec(PY, pip_requirements=["six"], server_packages=[], import_checks=["six"])
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    EnvironmentBuilder(tmp_path / "home1").build(spec, first_log)
+    assert "0 compiled modules taken from the bytecode store" in first_log.read_text()
+    assert "1 compiled modules added to the bytecode store" in first_log.read_text()  # six.py, not duckserve
+    env = EnvironmentBuilder(tmp_path / "home2").build(spec, second_log)
+    sources = [next(home.glob("envs/*/lib/python*/site-packages/six.py")) for home in (tmp_path / "home1", tmp_path / "home2")]
+    # uv hard-links from its cache where it can (one file system); a copied six.py compiles its own
+    shared = sources[0].stat().st_ino == sources[1].stat().st_ino
+    assert f"{int(shared)} compiled modules taken from the bytecode store" in second_log.read_text()
+    assert run_in(env.python, "import six; print(six.__cached__)").endswith(f"six.{TAG}.pyc")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import duckserve
+from duckserve.engine import bytecode
 from duckserve.errors import BuildError, ObjectNotFound
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -929,12 +930,17 @@ class EnvironmentBuilder:
                 f"uv created no {site_packages.relative_to(tmp)} in environment {key}: see {log_path}"
             )
         self._copy_duckserve(site_packages, log)
+        tag = f"cpython-{spec.python_minor.replace('.', '')}"
+        restored = bytecode.restore(site_packages, tag)
+        log.write(f"{_timestamp()} {restored} compiled modules taken from the bytecode store {bytecode.store_dir()}\n")
         self._run(
             [str(python), "-c", "import duckserve, sys; print('python', sys.version)"], env, log, log_path
         )
         if spec.import_checks:
             self._check_imports(python, spec, env, log, log_path)
         self._warm_bytecode(python, env, log, log_path)
+        saved = bytecode.save(site_packages, tag, skip=("duckserve",))  # its copy is this environment's own
+        log.write(f"{_timestamp()} {saved} compiled modules added to the bytecode store\n")
         meta = {
             "key": key,
             "python_version": spec.python_minor,
