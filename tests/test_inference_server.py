@@ -445,8 +445,32 @@ def test_request_timeout_is_504(tariff_package: Path, tmp_path: Path) -> None:
         time.sleep(1.0)  # the abandoned call finishes; the worker serves again
         fast = server.post_json("price", {"data": [[0, 1, 0.0]]})
         assert fast.status_code == 200, fast.text
+
+        # through an exchange file: the answer of a call that timed out is never written
+        from duckserve.inference_server.manifest import Manifest
+
+        method = Manifest.read(tariff_package).method("price")
+        exchange = server.exchange_dir
+        request = protocol.arrow_request_table(np.array([0]), {"quantity": [1], "seconds": [1.0]}, method)
+        protocol.write_ipc_file(request, exchange / "slow.arrow")
+        response = server.client.post("/price", content=b"", headers={
+            "content-type": protocol.ARROW_CONTENT_TYPE, protocol.BODY_FILE_HEADER: "slow.arrow"})
+        assert response.status_code == 504, response.text
+        time.sleep(1.2)
+        assert sorted(p.name for p in exchange.iterdir()) == ["slow.arrow"]
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_sweep_removes_only_old_exchange_files(tmp_path: Path) -> None:
+    from duckserve.inference_server.app import sweep_exchange_dir
+
+    old, new = tmp_path / "old.arrow.out", tmp_path / "new.arrow"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 400, time.time() - 400))
+    assert sweep_exchange_dir(tmp_path, max_age=360) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.arrow"]
 
 
 def test_idle_timeout_exits_cleanly(tariff_package: Path, tmp_path: Path) -> None:

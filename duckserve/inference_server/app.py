@@ -83,6 +83,7 @@ ENV_STATE_DIR = "DUCKSERVE_STATE_DIR"
 ENV_IDLE_TIMEOUT = "DUCKSERVE_IDLE_TIMEOUT"
 ENV_EXCHANGE_DIR = "DUCKSERVE_EXCHANGE_DIR"
 READY_DIR = "ready"
+EXCHANGE_SWEEP_SECONDS = 60.0
 ACTIVITY_FILE = "activity"
 
 
@@ -305,6 +306,19 @@ class ModelWorker:
             ) from None
 
 
+async def _sweep_exchange(settings: ServerSettings) -> None:
+    """Every minute, remove exchange files that no request can still be using."""
+    assert settings.exchange_dir is not None
+    while True:
+        await asyncio.sleep(EXCHANGE_SWEEP_SECONDS)
+        try:
+            removed = sweep_exchange_dir(settings.exchange_dir, settings.request_timeout + EXCHANGE_SWEEP_SECONDS)
+        except FileNotFoundError:
+            return  # the server is stopping
+        if removed:
+            logger.info("removed %d abandoned exchange file(s)", removed)
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
     try:
         loop.call_soon_threadsafe(callback)
@@ -342,9 +356,12 @@ async def call_method(request: Request) -> Response:
         encode: Callable[[Any, Any, MethodSpec], bytes] = encode_arrow_response if arrow else encode_json_response
         if body_file is not None:
             answer_file = body_file.with_name(body_file.name + RESPONSE_FILE_SUFFIX)
+            abandoned, writing = [False], threading.Lock()
 
             def encode(ids: Any, out: Any, method: MethodSpec) -> bytes:
-                write_ipc_file(arrow_response_table(ids, out, method), answer_file)
+                with writing:  # no answer file for a request already answered with an error
+                    if not abandoned[0]:
+                        write_ipc_file(arrow_response_table(ids, out, method), answer_file)
                 return b""
 
         def infer(model: LoadedModel) -> bytes:
@@ -362,7 +379,14 @@ async def call_method(request: Request) -> Response:
 
             content = encode(ids, empty_outputs(method), method)
         else:
-            content = await worker.run(infer, deadline=started + worker.settings.request_timeout)
+            try:
+                content = await worker.run(infer, deadline=started + worker.settings.request_timeout)
+            except BaseException:
+                if body_file is not None:
+                    with writing:
+                        abandoned[0] = True
+                        answer_file.unlink(missing_ok=True)
+                raise
         status = 200
         headers = {}
         if arrow and worker.settings.exchange_dir is not None:
@@ -391,6 +415,21 @@ def _exchange_request(request: Request, worker: ModelWorker, arrow: bool, body: 
     if not arrow or body:
         raise ProtocolError(f"{BODY_FILE_HEADER} needs content type {ARROW_CONTENT_TYPE} and an empty body")
     return exchange_file(directory, name)
+
+
+def sweep_exchange_dir(directory: Path, max_age: float) -> int:
+    """Remove the files of an exchange directory older than ``max_age`` seconds: those of callers
+    that gave up or died before reading their answer (the directory is memory on most machines)."""
+    removed = 0
+    cutoff = time.time() - max_age
+    for entry in os.scandir(directory):
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            pass  # its caller, or another worker, removed it first
+    return removed
 
 
 async def ready(request: Request) -> JSONResponse:
@@ -453,11 +492,13 @@ def create_app(settings: ServerSettings | None = None) -> Starlette:
         app.state.worker = worker
         worker.start()
         keeper = asyncio.ensure_future(worker.keep_active()) if settings.idle_timeout is not None else None
+        sweeper = asyncio.ensure_future(_sweep_exchange(settings)) if settings.exchange_dir is not None else None
         try:
             yield
         finally:
-            if keeper is not None:
-                keeper.cancel()
+            for task in (keeper, sweeper):
+                if task is not None:
+                    task.cancel()
             worker.close()
 
     return Starlette(
