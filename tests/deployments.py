@@ -7,12 +7,12 @@ run in one worker and share the deployment; it is dropped when the process exits
 from __future__ import annotations
 
 import atexit
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 import duckserve
 from duckserve.model import CustomModel, ModelContext, inference_api
@@ -35,12 +35,13 @@ class Sleepy(CustomModel):
 _deployed: dict[str, Any] = {}
 
 
-def sleepy_service() -> dict[str, Any]:
+def sleepy_service(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``{"home": Path, "base": Path}`` of an account whose service SLEEPY_SVC is running
-    (batches of 20 rows, so a long query is easy to make)."""
+    (batches of 20 rows, so a long query is easy to make). It lives under the session's temporary
+    directory, so the session's end stops it even when this process exits without running atexit."""
     if _deployed:
         return _deployed
-    base = Path(tempfile.mkdtemp(prefix="duckserve-sleepy-"))
+    base = tmp_path_factory.mktemp("sleepy")
     home = base / "home"
     conn = duckserve.connect(home=str(home))
     try:

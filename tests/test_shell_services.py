@@ -19,7 +19,7 @@ pytestmark = pytest.mark.xdist_group("services")
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    service = sleepy_service()
+    service = sleepy_service(tmp_path_factory)
     return {"home": service["home"], "database": tmp_path_factory.mktemp("shell") / "db.duckdb",
             "base": service["base"]}
 

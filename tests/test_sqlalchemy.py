@@ -105,8 +105,9 @@ def test_pandas_read_sql_and_to_sql(engine: sa.Engine) -> None:
 
 
 @pytest.mark.xdist_group("services")
-def test_service_function_through_sqlalchemy_and_pandas(tmp_path: Path) -> None:
-    service = sleepy_service()
+def test_service_function_through_sqlalchemy_and_pandas(tmp_path: Path,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    service = sleepy_service(tmp_path_factory)
     engine = sa.create_engine(f"duckserve:///{tmp_path / 'scores.duckdb'}?home={service['home']}")
     try:
         with engine.begin() as conn:
