@@ -36,6 +36,11 @@ def _key(source: os.stat_result, tag: str) -> str:
     return f"{source.st_ino}-{source.st_size}-{source.st_mtime_ns}.{tag}.pyc"
 
 
+def _compiled(directory: Path, name: str, tag: str) -> Path:
+    """Where Python looks for the bytecode of ``directory/name``."""
+    return directory / PYCACHE / f"{name[:-3]}.{tag}.pyc"
+
+
 def _sources(root: Path, skip: tuple[str, ...] = ()) -> dict[Path, list[str]]:
     """Directory -> names of its ``.py`` files, for every directory under ``root`` but the
     top-level ones named in ``skip``."""
@@ -78,9 +83,8 @@ def restore(site_packages: Path, tag: str, store: Path | None = None) -> int:
                 continue
             if key not in stored:
                 continue
-            cache = directory / PYCACHE
-            cache.mkdir(exist_ok=True)
-            target = cache / f"{name[:-3]}.{tag}.pyc"
+            target = _compiled(directory, name, tag)
+            target.parent.mkdir(exist_ok=True)
             if not target.exists() and _place(store / key, target):
                 restored += 1
     return restored
@@ -97,11 +101,10 @@ def save(site_packages: Path, tag: str, store: Path | None = None, skip: tuple[s
         return 0
     saved = 0
     for directory, names in _sources(site_packages, skip).items():
-        cache = directory / PYCACHE
-        if not cache.is_dir():
+        if not (directory / PYCACHE).is_dir():
             continue
         for name in names:
-            compiled = cache / f"{name[:-3]}.{tag}.pyc"
+            compiled = _compiled(directory, name, tag)
             try:
                 key = _key((directory / name).stat(), tag)
             except OSError:

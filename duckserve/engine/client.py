@@ -305,7 +305,7 @@ class _Request:
 
 def _learn_exchange(url: str, response: httpx.Response) -> None:
     directory = response.headers.get(protocol.EXCHANGE_HEADER)
-    if directory and os.path.isdir(directory) and os.access(directory, os.W_OK):
+    if directory and directory != _exchanges.get(url) and os.path.isdir(directory) and os.access(directory, os.W_OK):
         _exchanges[url] = directory
 
 

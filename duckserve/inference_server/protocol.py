@@ -240,7 +240,14 @@ def write_ipc_file(table: pa.Table, path: str | Path) -> None:
     """Write ``table`` as an Arrow IPC stream to a file."""
     import pyarrow as pa
 
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.OSFile(str(path), "wb") as sink:
+        _write_stream(table, sink)
+
+
+def _write_stream(table: pa.Table, sink: pa.NativeFile) -> None:
+    import pyarrow as pa
+
+    with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
 
@@ -348,11 +355,11 @@ def decode_arrow_request(body: bytes | pa.Table, method: MethodSpec) -> tuple[np
 
 
 def write_ipc(table: pa.Table) -> bytes:
+    """``table`` as the bytes of an Arrow IPC stream."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+    _write_stream(table, sink)
     return bytes(sink.getvalue())
 
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -200,13 +201,12 @@ class Connection:
                 # chunk by chunk, DuckDB calls the UDF from as many threads as the query runs on:
                 # make that as many as batches may be in flight (a prefetch sends its own batches)
                 threads = max(user_threads, self.functions.parallelism())
-                if threads != user_threads:
-                    self.duckdb.execute(f"SET threads = {threads}")
-            relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
-            self._track_transaction(statement)
-            if relation is None:
-                return None, -1
-            table = relation.to_arrow_table()
+            with self._duckdb_threads(threads, user_threads):
+                relation = self.duckdb.sql(text, params=parameters) if parameters else self.duckdb.sql(text)
+                self._track_transaction(statement)
+                if relation is None:
+                    return None, -1
+                table = relation.to_arrow_table()
         except duckdb.Error as exc:
             if self.functions.error is not None:
                 raise self.functions.error from exc
@@ -217,9 +217,6 @@ class Connection:
             self.functions.cancel()
             self.duckdb.interrupt()
             raise
-        finally:
-            if threads != user_threads:
-                self.duckdb.execute(f"SET threads = {user_threads}")
         first = statement.tokens[0].text.upper()
         if table.column_names == ["Count"] and table.num_rows == 1 and first in ("INSERT", "UPDATE", "DELETE", "CREATE", "COPY", "MERGE"):
             return table, int(table.column(0)[0].as_py() or 0)
@@ -240,6 +237,18 @@ class Connection:
 
     def _threads(self) -> int:
         return int(self.duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0])
+
+    @contextmanager
+    def _duckdb_threads(self, threads: int, user_threads: int) -> Iterator[None]:
+        """DuckDB runs on ``threads`` inside the block, then on the session's own ``user_threads``."""
+        if threads == user_threads:
+            yield
+            return
+        self.duckdb.execute(f"SET threads = {threads}")
+        try:
+            yield
+        finally:
+            self.duckdb.execute(f"SET threads = {user_threads}")
 
     def _prefetch(self, statement: splitter.Statement, text: str,
                   parameters: Sequence[Any] | dict[str, Any] | None, user_threads: int) -> bool:
@@ -268,14 +277,10 @@ class Connection:
                         pass
 
         # the service's instances compute while this pass scans: leave them half the cores
-        first_pass_threads = max(1, user_threads // 2)
-        if first_pass_threads != user_threads:
-            self.duckdb.execute(f"SET threads = {first_pass_threads}")
         try:
-            return self.functions.prefetch(first_pass)
+            with self._duckdb_threads(max(1, user_threads // 2), user_threads):
+                return self.functions.prefetch(first_pass)
         finally:
-            if first_pass_threads != user_threads:
-                self.duckdb.execute(f"SET threads = {user_threads}")
             if writing:
                 self.duckdb.execute("ROLLBACK")
 
