@@ -10,6 +10,7 @@ home directory is the security boundary on the machine; network endpoints authen
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from duckserve.errors import (
     InsufficientPrivileges,
     ObjectExists,
     ObjectNotFound,
+    OperationalError,
     ProgrammingError,
 )
 
@@ -55,6 +57,8 @@ _SIZE_ALIASES = {
     "5X-LARGE": "X5LARGE", "5XLARGE": "X5LARGE", "6X-LARGE": "X6LARGE", "6XLARGE": "X6LARGE",
 }
 DEFAULT_WAREHOUSE = "COMPUTE_WH"
+#: where a compute pool runs its services unless it names a RUNTIME (or $DUCKSERVE_RUNTIME does)
+DEFAULT_RUNTIME = "process"
 
 POOL_STATES = ("STARTING", "ACTIVE", "IDLE", "SUSPENDED", "STOPPING", "RESIZING")
 BUILTIN_ROLES = (A.ACCOUNTADMIN, A.SYSADMIN, A.PUBLIC)
@@ -307,9 +311,10 @@ class Account:
     def create_compute_pool(self, session: Session, name: str, *, min_nodes: int, max_nodes: int,
                             instance_family: str, auto_resume: bool = True, auto_suspend_secs: int = 3600,
                             initially_suspended: bool = False, comment: str | None = None,
-                            or_replace: bool = False, if_not_exists: bool = False) -> Rows:
+                            or_replace: bool = False, if_not_exists: bool = False, runtime: str | None = None) -> Rows:
         self.require_account(session, "CREATE COMPUTE POOL", f"create compute pool {display(name)}")
         family = lookup_family(instance_family)
+        runtime = pool_runtime(name, runtime)
         _check_nodes(name, min_nodes, max_nodes)
         if auto_suspend_secs < 0:
             raise ProgrammingError(f"compute pool {display(name)}: AUTO_SUSPEND_SECS must be 0 or more")
@@ -324,7 +329,7 @@ class Account:
                 A.COMPUTE_POOL, name, owner=session.role, comment=comment,
                 props={
                     "min_nodes": min_nodes, "max_nodes": max_nodes, "instance_family": family.name,
-                    "auto_resume": auto_resume, "auto_suspend_secs": auto_suspend_secs,
+                    "runtime": runtime, "auto_resume": auto_resume, "auto_suspend_secs": auto_suspend_secs,
                     "state": "SUSPENDED" if initially_suspended else "IDLE",
                     "resumed_on": None if initially_suspended else stamp,
                 },
@@ -361,7 +366,7 @@ class Account:
         return Rows.status("Statement executed successfully.")
 
     def _apply_pool_settings(self, pool: CatalogObject, settings: dict[str, Any], unset: bool) -> None:
-        defaults = {"AUTO_RESUME": True, "AUTO_SUSPEND_SECS": 3600, "COMMENT": None}
+        defaults = {"AUTO_RESUME": True, "AUTO_SUSPEND_SECS": 3600, "COMMENT": None, "RUNTIME": None}
         for key, value in settings.items():
             if unset:
                 if key not in defaults:
@@ -375,12 +380,29 @@ class Account:
                 )
             elif key in ("MIN_NODES", "MAX_NODES", "AUTO_SUSPEND_SECS", "AUTO_RESUME"):
                 pool.props[key.lower()] = value
+            elif key == "RUNTIME":
+                self._change_pool_runtime(pool, value)
             else:
                 raise ProgrammingError(
                     f"compute pool {display(pool.name)}: unknown property {key}; "
-                    "use MIN_NODES, MAX_NODES, AUTO_RESUME, AUTO_SUSPEND_SECS or COMMENT"
+                    "use MIN_NODES, MAX_NODES, AUTO_RESUME, AUTO_SUSPEND_SECS, RUNTIME or COMMENT"
                 )
         _check_nodes(pool.name, pool.props["min_nodes"], pool.props["max_nodes"])
+
+    def _change_pool_runtime(self, pool: CatalogObject, runtime: str | None) -> None:
+        """RUNTIME = '...' (UNSET: the account's default), only while no service is on the pool: its
+        instances, images and handles belong to the runtime they were made for."""
+        wanted = pool_runtime(pool.name, runtime)
+        if wanted == pool.props.get("runtime", DEFAULT_RUNTIME):
+            return
+        services = [s for s in self.catalog.objects(A.SERVICE) if s.props.get("compute_pool") == pool.name]
+        if services:
+            raise ProgrammingError(
+                f"compute pool {display(pool.name)} runs service {display_key(services[0])} on its runtime "
+                f"{pool.props.get('runtime', DEFAULT_RUNTIME).upper()}: drop its services (ALTER COMPUTE POOL "
+                f"{display(pool.name)} STOP ALL) before SET RUNTIME = '{wanted.upper()}'"
+            )
+        pool.props["runtime"] = wanted
 
     def _run_drop_hooks(self, session: Session, pool: CatalogObject) -> None:
         for hook in self.pool_hooks["drop"]:
@@ -408,13 +430,14 @@ class Account:
             "updated_on": pool.updated_on, "owner": pool.owner, "comment": pool.comment,
             "is_exclusive": "false", "application": None, "budget": None, "error_code": "",
             "status_message": _pool_status(p["state"], len(services)),
+            "runtime": p.get("runtime", DEFAULT_RUNTIME).upper(),
         }
 
     POOL_COLUMNS = (
         "name", "state", "min_nodes", "max_nodes", "instance_family", "num_services", "num_jobs",
         "auto_suspend_secs", "auto_resume", "active_nodes", "idle_nodes", "target_nodes", "created_on",
         "resumed_on", "updated_on", "owner", "comment", "is_exclusive", "application", "budget", "error_code",
-        "status_message",
+        "status_message", "runtime",
     )
 
     def show_compute_pools(self, session: Session, like: str | None = None) -> Rows:
@@ -871,6 +894,30 @@ class Account:
         return {"created_on": obj.created_on, "privilege": A.OWNERSHIP, "granted_on": obj.kind.replace(" ", "_"),
                 "name": obj.key, "granted_to": "ROLE", "grantee_name": obj.owner, "grant_option": "true",
                 "granted_by": obj.owner}
+
+
+def default_runtime() -> str:
+    """The account-wide default runtime of new compute pools: ``$DUCKSERVE_RUNTIME``, else process."""
+    return (os.environ.get("DUCKSERVE_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
+
+
+def pool_runtime(pool: str, runtime: str | None) -> str:
+    """The runtime a pool asks for (None: the account's default), checked: an unknown name, or a
+    runtime that cannot run here (no Docker engine), fails with what is missing and how to get it."""
+    from duckserve.engine.runtimes import RUNTIMES, get_runtime
+
+    name = (runtime or default_runtime()).strip().lower()
+    if name not in RUNTIMES:
+        raise ProgrammingError(
+            f"compute pool {display(pool)}: RUNTIME = '{name.upper()}' is not a runtime: use "
+            + " or ".join(f"'{n.upper()}'" for n in RUNTIMES)
+            + ("" if runtime else " (the default comes from $DUCKSERVE_RUNTIME)")
+        )
+    try:
+        get_runtime(name).check()
+    except OperationalError as exc:
+        raise OperationalError(f"compute pool {display(pool)} cannot use RUNTIME = '{name.upper()}': {exc}") from exc
+    return name
 
 
 def display_key(obj: CatalogObject) -> str:

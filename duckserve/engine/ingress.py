@@ -86,15 +86,18 @@ def _error_response(status: int, message: str, headers: dict[str, str] | None = 
 
 
 def instance_urls(service: CatalogObject) -> list[tuple[int, str]]:
-    """(instance_id, base URL) of every instance of a service record that announced a port."""
+    """(instance_id, base URL) of every instance of a service record whose handle has an endpoint
+    (wherever its runtime runs it: a local process, a container)."""
+    from duckserve.engine.runtimes import InstanceHandle
+
     found: list[tuple[int, str]] = []
     for instance in service.props.get("instances") or []:
         if not isinstance(instance, dict) or str(instance.get("status", "")).upper() in _DEAD_STATES:
             continue
-        handle = instance.get("handle") or {}
-        port = handle.get("port") if isinstance(handle, dict) else None
-        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-            found.append((int(instance.get("instance_id", len(found))), f"http://127.0.0.1:{port}"))
+        handle = instance.get("handle")
+        endpoint = InstanceHandle.from_dict(handle).endpoint if isinstance(handle, dict) else None
+        if endpoint:
+            found.append((int(instance.get("instance_id", len(found))), endpoint))
     return found
 
 
@@ -364,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="The public HTTP endpoint of one duckserve service.")
     parser.add_argument("--home", required=True, help="the duckserve home holding catalog.sqlite")
     parser.add_argument("--service", required=True, help="the service, DB.SCHEMA.NAME")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--port-file", help="where to write the port once listening")
+    # a runtime passes the address and the port file in the environment
+    parser.add_argument("--host", default=os.environ.get("DUCKSERVE_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DUCKSERVE_PORT") or 0),
+                        help="0 picks a free port")
+    parser.add_argument("--port-file", default=os.environ.get("DUCKSERVE_PORT_FILE") or None,
+                        help="where to write the port once listening")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("httpx", "httpcore"):  # one line per request is ours; theirs would double it

@@ -1,9 +1,15 @@
 """``python -m duckserve.inference_server --package DIR [--host H] [--port P] [--port-file F]
-[--workers N] [--max-queue Q] [--request-timeout S] [--instance-id I]``"""
+[--workers N] [--max-queue Q] [--request-timeout S] [--instance-id I] [--exchange-dir D]``
+
+The package, the address and the port file default to what a runtime passes in the environment
+(``$DUCKSERVE_PACKAGE``, ``$DUCKSERVE_HOST``, ``$DUCKSERVE_PORT``, ``$DUCKSERVE_PORT_FILE``,
+``$DUCKSERVE_EXCHANGE_DIR``): an image names its package, a runtime the address to listen on.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,12 +22,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m duckserve.inference_server",
         description="Serve a duckserve model package over the service-function protocol.",
     )
+    env = os.environ
     parser.add_argument(
-        "--package", required=True, type=Path, help="the model package directory (holds manifest.json)"
+        "--package", required="DUCKSERVE_PACKAGE" not in env, type=Path, default=env.get("DUCKSERVE_PACKAGE"),
+        help="the model package directory (holds manifest.json; default $DUCKSERVE_PACKAGE)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", default=0, type=int, help="port to listen on; 0 picks a free one (default)")
-    parser.add_argument("--port-file", type=Path, help="write the port here once listening")
+    parser.add_argument("--host", default=env.get("DUCKSERVE_HOST", "127.0.0.1"),
+                        help="address to listen on (default $DUCKSERVE_HOST, else 127.0.0.1)")
+    parser.add_argument("--port", default=int(env.get("DUCKSERVE_PORT") or 0), type=int,
+                        help="port to listen on; 0 picks a free one (default $DUCKSERVE_PORT, else 0)")
+    parser.add_argument("--port-file", type=Path, default=env.get("DUCKSERVE_PORT_FILE") or None,
+                        help="write the port here once listening (default $DUCKSERVE_PORT_FILE)")
+    parser.add_argument("--exchange-dir", type=Path, default=env.get("DUCKSERVE_EXCHANGE_DIR") or None,
+                        help="a directory shared with callers on this host for batches passed as files "
+                             "(default $DUCKSERVE_EXCHANGE_DIR, else a private one the server makes)")
     parser.add_argument(
         "--workers", default=1, type=int, help="worker processes, each with its own model copy"
     )
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         instance_id=args.instance_id,
         workers=args.workers,
         idle_timeout=args.idle_timeout,
+        exchange_dir=args.exchange_dir,
     )
     return serve(settings, host=args.host, port=args.port, port_file=args.port_file, log_level=args.log_level)
 

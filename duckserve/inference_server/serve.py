@@ -327,7 +327,8 @@ def serve(
     actual_port = sock.getsockname()[1]
     state_dir = Path(tempfile.mkdtemp(prefix="duckserve-server-"))
     settings.state_dir = state_dir
-    exchange_dir = settings.exchange_dir = make_exchange_dir(state_dir)
+    given_exchange = settings.exchange_dir  # a runtime's shared directory: it stays, its files are ours
+    exchange_dir = settings.exchange_dir = given_exchange or make_exchange_dir(state_dir)
     assert settings.activity_file is not None
     settings.activity_file.touch()
     os.environ.update(settings.to_env())  # spawned workers read their settings from the environment
@@ -395,7 +396,8 @@ def serve(
     finally:
         sock.close()
         shutil.rmtree(state_dir, ignore_errors=True)
-        shutil.rmtree(exchange_dir, ignore_errors=True)
+        if given_exchange is None:
+            shutil.rmtree(exchange_dir, ignore_errors=True)
         if port_file is not None:
             Path(port_file).unlink(missing_ok=True)
         logger.info("stopped")

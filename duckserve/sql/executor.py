@@ -35,7 +35,8 @@ def _create(ctx: Context, st: S.Create) -> Rows:
             session, name, min_nodes=p["MIN_NODES"], max_nodes=p["MAX_NODES"],
             instance_family=str(p["INSTANCE_FAMILY"]), auto_resume=p.get("AUTO_RESUME", True),
             auto_suspend_secs=p.get("AUTO_SUSPEND_SECS", 3600),
-            initially_suspended=p.get("INITIALLY_SUSPENDED", False), comment=p.get("COMMENT"), **flags)
+            initially_suspended=p.get("INITIALLY_SUSPENDED", False), comment=p.get("COMMENT"),
+            runtime=p.get("RUNTIME"), **flags)
     if st.kind == A.IMAGE_REPOSITORY:
         return account.create_image_repository(session, st.name, comment=p.get("COMMENT"), **flags)
     if st.kind == A.WAREHOUSE:

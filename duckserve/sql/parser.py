@@ -50,7 +50,8 @@ SHOW_IN = {"SERVICE CONTAINERS": A.SERVICE, "SERVICE INSTANCES": A.SERVICE, "END
 #: properties each CREATE accepts (name -> kind of value)
 CREATE_PROPERTIES: dict[str, dict[str, str]] = {
     A.COMPUTE_POOL: {"MIN_NODES": "int", "MAX_NODES": "int", "INSTANCE_FAMILY": "word", "AUTO_RESUME": "bool",
-                     "AUTO_SUSPEND_SECS": "int", "INITIALLY_SUSPENDED": "bool", "COMMENT": "str"},
+                     "AUTO_SUSPEND_SECS": "int", "INITIALLY_SUSPENDED": "bool", "COMMENT": "str",
+                     "RUNTIME": "word"},  # RUNTIME: duckserve's extension, 'PROCESS' or 'DOCKER'
     A.IMAGE_REPOSITORY: {"COMMENT": "str"},
     A.WAREHOUSE: {"WAREHOUSE_SIZE": "word", "WAREHOUSE_TYPE": "word", "AUTO_SUSPEND": "int", "AUTO_RESUME": "bool",
                   "INITIALLY_SUSPENDED": "bool", "MIN_CLUSTER_COUNT": "int", "MAX_CLUSTER_COUNT": "int",

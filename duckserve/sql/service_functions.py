@@ -240,7 +240,7 @@ class ServiceFunctions:
         service = services.get(session, call.name)
         assert service is not None
         label = display_key(service)
-        manifest = services.models.manifest(services._model_of(service), service.props["version"])
+        manifest = services.models.manifest(services.model_of(service), service.props["version"])
         try:
             method = manifest.method(call.method)
         except KeyError:

@@ -1,0 +1,413 @@
+"""Services: a model version deployed on a compute pool as instances of the inference server.
+
+``create_service`` checks privileges, runs a MODEL_BUILD job (``build_job``) that builds (or reuses)
+what the instances run, then has the pool's runtime start ``min_instances`` instances. Instances
+outlive the process that started them; their handles live in the catalog, so any process sharing
+the home can call, suspend, resume or drop them, through the runtime each handle names.
+
+A service without ingress suspends itself when idle (its servers exit after
+``auto_suspend_secs`` without a request) and resumes on its next call when the service and its
+pool auto-resume.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from duckserve.engine import access as A
+from duckserve.engine.account import DEFAULT_RUNTIME, Account, Session, display_key
+from duckserve.engine.catalog import CatalogObject, now
+from duckserve.engine.client import ServiceClient
+from duckserve.engine.families import FAMILIES
+from duckserve.engine.models import ModelStore
+from duckserve.engine.names import ObjectName, display, parse_name, parse_simple_name
+from duckserve.engine.results import Rows
+from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_runtime, runtime_for
+from duckserve.engine.services.build_job import BuildJobs
+from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
+from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, server_spec
+from duckserve.engine.services.views import ServiceViews
+from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
+
+READY_TIMEOUT = float(os.environ.get("DUCKSERVE_READY_TIMEOUT", "180"))
+
+
+def default_auto_suspend_secs() -> int:
+    return int(os.environ.get("DUCKSERVE_SERVICE_AUTO_SUSPEND_SECS", "1800"))
+
+
+def as_name(name: str | ObjectName) -> ObjectName:
+    return name if isinstance(name, ObjectName) else parse_name(name)
+
+
+class Services(ServiceViews):
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self.models = ModelStore(account)
+        self.root = account.home / "services"
+        self.builds = BuildJobs(account, self.root / "_jobs")
+        account.pool_hooks["suspend"].append(self._on_pool_suspend)
+        account.pool_hooks["stop_all"].append(self._on_pool_stop_all)
+        account.pool_hooks["drop"].append(self._on_pool_drop)
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def get(self, session: Session, name: str | ObjectName, missing_ok: bool = False) -> CatalogObject | None:
+        """A service by name; a string is read as SQL writes it (``my_svc``, ``db.schema."Svc"``)."""
+        return self.account.find(A.SERVICE, as_name(name), session, missing_ok=missing_ok)
+
+    def _service(self, session: Session, name: str | ObjectName, privileges: tuple[str, ...], action: str
+                 ) -> CatalogObject:
+        service = self.get(session, name)
+        assert service is not None
+        self.account.require(session, service, privileges, f"{action} service {display_key(service)}")
+        return service
+
+    def service_dir(self, service: CatalogObject) -> Path:
+        return self.root / service.database / service.schema / service.name
+
+    def runtime_of(self, service: CatalogObject) -> Runtime:
+        """The runtime the service's compute pool chose when the service was created."""
+        return get_runtime(service.props.get("runtime", DEFAULT_RUNTIME))
+
+    def handles(self, service: CatalogObject) -> dict[int, InstanceHandle]:
+        """The service's instances by instance id."""
+        return {int(i["instance_id"]): InstanceHandle.from_dict(i["handle"])
+                for i in service.props.get("instances", [])}
+
+    def instance_urls(self, service: CatalogObject) -> list[str]:
+        urls = (runtime_for(h).endpoint(h) for h in self.handles(service).values())
+        return [url for url in urls if url]
+
+    def model_of(self, service: CatalogObject) -> CatalogObject:
+        model = self.account.find(A.MODEL, as_name(service.props["model"]))
+        assert model is not None
+        return model
+
+    def client(self, session: Session, service: CatalogObject, method: Any) -> ServiceClient:
+        """A client for one method of a service the session may call (resuming it when needed):
+        what both ``svc!method(...)`` in SQL and ``mv.run(..., service_name=...)`` send rows through."""
+        label = display_key(service)
+        if not self.account.has_service_role(session, service, "INFERENCE_SERVICE_FUNCTION_USAGE"):
+            raise InsufficientPrivileges(
+                f"role {session.role} cannot call the functions of service {label}: run GRANT SERVICE ROLE "
+                f"{label}!INFERENCE_SERVICE_FUNCTION_USAGE TO ROLE {session.role} (as {service.owner})"
+            )
+        service = self.ensure_running(session, service)
+        catalog = self.account.catalog
+
+        def instances() -> list[str]:
+            fresh = catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            return self.instance_urls(fresh) if fresh is not None else []
+
+        return ServiceClient(label, method, instances, parallelism=self.account.parallelism(session),
+                             batch_rows=service.props.get("max_batch_rows"))
+
+    # -- create -----------------------------------------------------------------------------------
+    def create_service(self, session: Session, *, model_name: str | ObjectName, version: str | None,
+                       service_name: str | ObjectName, service_compute_pool: str, image_repo: str | ObjectName,
+                       ingress_enabled: bool = False, max_instances: int = 1, min_instances: int | None = None,
+                       cpu_requests: str | None = None, memory_requests: str | None = None,
+                       gpu_requests: str | int | None = None, num_workers: int | None = None,
+                       max_batch_rows: int | None = None, image_build_compute_pool: str | None = None,
+                       force_rebuild: bool = False, block: bool = True,
+                       auto_suspend_secs: int | None = None, max_queue: int | None = None) -> dict[str, Any]:
+        account = self.account
+        model = self.models.get(session, model_name)
+        assert model is not None
+        version, _ = self.models.version_record(model, version)
+        if model.owner not in account.effective_roles(session.role) and not account.is_admin(session):
+            raise ProgrammingError(
+                f"only the owner of model {display_key(model)} ({model.owner}) can deploy it: run USE ROLE "
+                f"{model.owner}, or GRANT OWNERSHIP ON MODEL {display_key(model)} TO ROLE {session.role}"
+            )
+        pool = account.find(A.COMPUTE_POOL, parse_simple_name(service_compute_pool))
+        assert pool is not None
+        account.require(session, pool, ("USAGE", "OPERATE"), f"run services on compute pool {pool.name}")
+        if image_build_compute_pool:
+            build_pool = account.find(A.COMPUTE_POOL, parse_simple_name(image_build_compute_pool))
+            assert build_pool is not None
+            account.require(session, build_pool, ("USAGE", "OPERATE"), f"build images on compute pool {build_pool.name}")
+        repo = account.find(A.IMAGE_REPOSITORY, as_name(image_repo), session)
+        assert repo is not None
+        for privilege in ("READ", "WRITE", "SERVICE READ", "SERVICE WRITE"):
+            account.require(session, repo, (privilege,), f"push model images to image repository {display_key(repo)}")
+        if ingress_enabled:
+            account.require_account(session, "BIND SERVICE ENDPOINT", "create a service with a public endpoint")
+        label = as_name(service_name).qualified
+        max_instances = int(max_instances)
+        min_instances = max_instances if min_instances is None else int(min_instances)
+        if not 1 <= min_instances <= max_instances:
+            raise ProgrammingError(
+                f"service {label}: need 1 <= min_instances ({min_instances}) <= max_instances ({max_instances})"
+            )
+        if max_instances > pool.props["max_nodes"]:
+            raise ProgrammingError(
+                f"service {label}: max_instances {max_instances} exceeds MAX_NODES {pool.props['max_nodes']} of "
+                f"compute pool {pool.name}: ALTER COMPUTE POOL {pool.name} SET MAX_NODES = {max_instances}"
+            )
+        manifest = self.models.manifest(model, version)
+        family = FAMILIES[pool.props["instance_family"]]
+        gpus = gpu_count(gpu_requests, label)
+        if gpus:
+            check_gpu_request(gpus, family.name, family.gpu, pool.name, label)
+        runtime_name = pool.props.get("runtime", DEFAULT_RUNTIME)
+        runtime = get_runtime(runtime_name)
+        runtime.check()
+        runtime.check_resources(Resources(gpus=gpus), f"service {label}")
+
+        full = account.qualify(as_name(service_name), session)
+        existing = account.catalog.get(A.SERVICE, full.name, full.database, full.schema)
+        if existing is not None:
+            if existing.props.get("model") != model.key or existing.props.get("version") != version:
+                raise ProgrammingError(
+                    f"service {display_key(existing)} already exists for model {existing.props.get('model')} "
+                    f"version {existing.props.get('version')}: DROP SERVICE {display_key(existing)} first or choose "
+                    "another service_name"
+                )
+            if not force_rebuild:
+                account.require(session, existing, ("OPERATE",), f"resume service {display_key(existing)}")
+                self.ensure_running(session, existing, wait=block)
+                return self._summary(self._reload(existing), built=False, job=existing.props.get("build_job"))
+            self.drop_service(session, existing.key)
+
+        self._ensure_pool_running(pool)
+        build = self.builds.run(session, model, version, manifest, repo, pool, image_build_compute_pool,
+                                force_rebuild, gpus)
+        workers = num_workers or default_workers(family.name, cpu_requests, gpus > 0)
+        service = CatalogObject(
+            A.SERVICE, full.name, owner=session.role, database=full.database, schema=full.schema,
+            props={
+                "model": model.key, "model_name": model.name, "version": version, "compute_pool": pool.name,
+                "runtime": runtime_name, "image_repository": repo.key, "image": build.image, **build.props,
+                "ingress_enabled": bool(ingress_enabled),
+                "min_instances": min_instances, "max_instances": max_instances, "cpu_requests": cpu_requests,
+                "memory_requests": memory_requests, "gpu_requests": None if gpu_requests is None else str(gpu_requests),
+                "num_workers": workers, "max_batch_rows": max_batch_rows, "build_job": build.job,
+                "max_queue": int(max_queue) if max_queue else DEFAULT_MAX_QUEUE,
+                "auto_resume": True,
+                "auto_suspend_secs": (0 if ingress_enabled else default_auto_suspend_secs()
+                                      if auto_suspend_secs is None else int(auto_suspend_secs)),
+                "status": "PENDING", "instances": [], "functions": [m.name for m in manifest.methods],
+                "gpu_note": gpu_note(gpus, max_instances) if runtime_name == "process" else None,
+            },
+        )
+        with account.catalog.transaction():
+            if account.catalog.get(A.SERVICE, full.name, full.database, full.schema) is not None:
+                raise ProgrammingError(f"service {full.qualified} was created by another session meanwhile")
+            account.catalog.insert(service)
+        try:
+            self._start_instances(service, min_instances, wait=block)
+        except BaseException:
+            self._stop_everything(service)
+            account.catalog.delete(service)
+            raise
+        return self._summary(self._reload(service), built=build.built, job=build.job)
+
+    def _summary(self, service: CatalogObject, built: bool, job: str | None) -> dict[str, Any]:
+        """What create_service reports: the service, its state, the build job, and any GPU note."""
+        record = self._record(service)
+        summary = {
+            "service_name": display_key(service), "status": record["status"], "model": service.props["model"],
+            "version": service.props["version"], "compute_pool": service.props["compute_pool"],
+            "build_job": job, "image": service.props.get("image"), "image_built": built,
+            "instances": record["current_instances"], "num_workers": service.props.get("num_workers"),
+            "functions": service.props.get("functions", []),
+        }
+        url = self.ingress_url(service)
+        if url:
+            summary["ingress_url"] = url
+        if service.props.get("gpu_note"):
+            summary["note"] = service.props["gpu_note"]
+        return summary
+
+    # -- instances --------------------------------------------------------------------------------
+    def _start_instances(self, service: CatalogObject, count: int, wait: bool) -> None:
+        """Have ``count`` instances run (replacing ended ones), the ingress too when enabled."""
+        package_dir = self.models.package_path(self.model_of(service), service.props["version"])
+        directory = self.service_dir(service)
+        directory.mkdir(parents=True, exist_ok=True)
+        home = self.account.home
+        wanted = self.runtime_of(service).apply(
+            count, lambda i: server_spec(home, service, directory, package_dir, i), self.handles(service))
+        self._store_handles(service, wanted)
+        service.props["status"] = "RUNNING"
+        service.props["resumed_on"] = now().isoformat()
+        if service.props.get("ingress_enabled") and not service.props.get("ingress"):
+            service.props["ingress"] = self._start_ingress(service).to_dict()
+        self.account.catalog.update(service)
+        if wait:
+            for instance_id, handle in wanted.items():
+                wanted[instance_id] = runtime_for(handle).wait_ready(handle, timeout=READY_TIMEOUT)
+            self._store_handles(service, wanted)
+            self.account.catalog.update(service)
+
+    @staticmethod
+    def _store_handles(service: CatalogObject, handles: dict[int, InstanceHandle]) -> None:
+        service.props["instances"] = [{"instance_id": i, "handle": h.to_dict()} for i, h in sorted(handles.items())]
+
+    def _start_ingress(self, service: CatalogObject) -> InstanceHandle:
+        spec = ingress_spec(self.account.home, service, self.service_dir(service), display_key(service))
+        runtime = get_runtime("process")  # beside the catalog it reads, whatever runs the instances
+        return runtime.wait_ready(runtime.start(spec), timeout=60)
+
+    def ingress_url(self, service: CatalogObject) -> str | None:
+        """``host:port`` of the service's ingress once it listens, as SHOW ENDPOINTS gives it."""
+        ingress = service.props.get("ingress")
+        if not ingress:
+            return None
+        handle = InstanceHandle.from_dict(ingress)
+        endpoint = runtime_for(handle).endpoint(handle)
+        return endpoint.split("://", 1)[-1] if endpoint else None
+
+    def _stop_everything(self, service: CatalogObject) -> None:
+        for handle in self.handles(service).values():
+            runtime_for(handle).stop(handle)
+        service.props["instances"] = []
+        ingress = service.props.get("ingress")
+        if ingress:
+            handle = InstanceHandle.from_dict(ingress)
+            runtime_for(handle).stop(handle)
+            service.props["ingress"] = None
+
+    def _reload(self, service: CatalogObject) -> CatalogObject:
+        fresh = self.account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+        if fresh is None:
+            raise ObjectNotFound(f"service {display_key(service)} was dropped")
+        return fresh
+
+    def observed_status(self, service: CatalogObject) -> str:
+        """RUNNING, PENDING, SUSPENDED (asked or idle), FAILED: from the catalog and the runtime."""
+        if service.props.get("status") == "SUSPENDED":
+            return "SUSPENDED"
+        states = [runtime_for(h).status(h) for h in self.handles(service).values()]
+        if not states:
+            return "SUSPENDED"
+        if all(s == "READY" for s in states):
+            return "RUNNING"
+        if any(s == "PENDING" for s in states):
+            return "PENDING"
+        if all(s == "STOPPED" for s in states):
+            return "SUSPENDED"  # the servers exited after auto_suspend_secs idle
+        return "FAILED"
+
+    def _ensure_pool_running(self, pool: CatalogObject) -> None:
+        if pool.props.get("state") != "SUSPENDED":
+            return
+        if not pool.props.get("auto_resume", True):
+            raise OperationalError(
+                f"compute pool {pool.name} is SUSPENDED and AUTO_RESUME is off: run ALTER COMPUTE POOL "
+                f"{display(pool.name)} RESUME"
+            )
+        pool.props["state"] = "IDLE"
+        pool.props["resumed_on"] = now().isoformat()
+        self.account.catalog.update(pool)
+
+    def ensure_running(self, session: Session | None, service: CatalogObject, wait: bool = True) -> CatalogObject:
+        """Make every instance ready, resuming a suspended service when it and its pool auto-resume."""
+        status = self.observed_status(service)
+        if status == "RUNNING":
+            return service
+        label = display_key(service)
+        if service.props.get("status") == "SUSPENDED" and not service.props.get("auto_resume", True):
+            raise OperationalError(
+                f"service {label} is SUSPENDED and AUTO_RESUME is off: run ALTER SERVICE {label} RESUME"
+            )
+        pool = self.account.find(A.COMPUTE_POOL, service.props["compute_pool"], missing_ok=True)
+        if pool is None:
+            raise OperationalError(f"service {label}: its compute pool {service.props['compute_pool']} was dropped")
+        self._ensure_pool_running(pool)
+        # restart what is not ready (idle-exited or crashed instances); wait for those starting
+        self._start_instances(service, service.props["min_instances"], wait=wait)
+        return self._reload(service)
+
+    # -- ALTER / DROP -----------------------------------------------------------------------------
+    def suspend(self, session: Session, name: str | ObjectName, if_exists: bool = False) -> Rows:
+        service = self.get(session, name, missing_ok=if_exists)
+        if service is None:
+            return Rows.status("Statement executed successfully.")
+        self.account.require(session, service, ("OPERATE",), f"suspend service {display_key(service)}")
+        self._suspend(service)
+        return Rows.status("Statement executed successfully.")
+
+    def _suspend(self, service: CatalogObject) -> None:
+        for handle in self.handles(service).values():
+            runtime_for(handle).stop(handle)
+        service.props["instances"] = []
+        service.props["status"] = "SUSPENDED"
+        service.props["suspended_on"] = now().isoformat()
+        self.account.catalog.update(service)
+
+    def resume(self, session: Session, name: str | ObjectName, if_exists: bool = False) -> Rows:
+        service = self.get(session, name, missing_ok=if_exists)
+        if service is None:
+            return Rows.status("Statement executed successfully.")
+        self.account.require(session, service, ("OPERATE",), f"resume service {display_key(service)}")
+        service.props["status"] = "RUNNING"
+        self.ensure_running(session, service)
+        return Rows.status("Statement executed successfully.")
+
+    def alter(self, session: Session, name: str | ObjectName, settings: dict[str, Any], if_exists: bool = False) -> Rows:
+        service = self.get(session, name, missing_ok=if_exists)
+        if service is None:
+            return Rows.status("Statement executed successfully.")
+        label = display_key(service)
+        self.account.require(session, service, ("OPERATE",), f"alter service {label}")
+        props = service.props
+        min_i = int(settings.get("MIN_INSTANCES", props["min_instances"]))
+        max_i = int(settings.get("MAX_INSTANCES", max(props["max_instances"], min_i)))
+        if not 1 <= min_i <= max_i:
+            raise ProgrammingError(f"service {label}: need 1 <= MIN_INSTANCES ({min_i}) <= MAX_INSTANCES ({max_i})")
+        pool = self.account.find(A.COMPUTE_POOL, props["compute_pool"])
+        assert pool is not None
+        if max_i > pool.props["max_nodes"]:
+            raise ProgrammingError(f"service {label}: MAX_INSTANCES {max_i} exceeds MAX_NODES {pool.props['max_nodes']} "
+                                   f"of compute pool {pool.name}")
+        for key in ("AUTO_RESUME", "AUTO_SUSPEND_SECS", "COMMENT"):
+            if key in settings:
+                if key == "COMMENT":
+                    service.comment = settings[key]
+                else:
+                    props[key.lower()] = settings[key]
+        props["min_instances"], props["max_instances"] = min_i, max_i
+        if props.get("status") != "SUSPENDED":
+            self._start_instances(service, min_i, wait=True)  # scale: stop those above, start the missing
+        else:
+            self.account.catalog.update(service)
+        return Rows.status("Statement executed successfully.")
+
+    def drop_service(self, session: Session, name: str | ObjectName, if_exists: bool = False) -> Rows:
+        service = self.get(session, name, missing_ok=if_exists)
+        if service is None:
+            return Rows.status("Drop statement executed successfully (service already dropped).")
+        self.account.require(session, service, (A.OWNERSHIP,), f"drop service {display_key(service)}")
+        self._stop_everything(service)
+        self.account.catalog.delete(service)
+        for service_role in A.SERVICE_ROLES:
+            for grant in self.account.catalog.grants(object_kind=A.SERVICE_ROLE,
+                                                     object_name=f"{service.key}!{service_role}"):
+                self.account.catalog.remove_grant(grant.privilege, grant.object_kind, grant.object_name,
+                                                  grant.grantee_kind, grant.grantee)
+        return Rows.status(f"{display_key(service)} successfully dropped.")
+
+    # -- pool hooks -------------------------------------------------------------------------------
+    def _pool_services(self, pool: CatalogObject) -> list[CatalogObject]:
+        return [s for s in self.account.catalog.objects(A.SERVICE) if s.props.get("compute_pool") == pool.name]
+
+    def _on_pool_suspend(self, session: Session, pool: CatalogObject) -> None:
+        for service in self._pool_services(pool):
+            self._suspend(service)
+
+    def _on_pool_stop_all(self, session: Session, pool: CatalogObject) -> None:
+        for service in self._pool_services(pool):
+            self._stop_everything(service)
+            self.account.catalog.delete(service)
+
+    def _on_pool_drop(self, session: Session, pool: CatalogObject) -> None:
+        services = self._pool_services(pool)
+        if services:
+            raise ProgrammingError(
+                f"compute pool {pool.name} still runs service {display_key(services[0])}: run ALTER COMPUTE POOL "
+                f"{display(pool.name)} STOP ALL (drops its services) or DROP SERVICE first"
+            )
