@@ -82,6 +82,8 @@ class Session:
     database: str = DEFAULT_DATABASE
     schema: str = DEFAULT_SCHEMA
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the only role this session may use (a programmatic access token's ROLE_RESTRICTION)
+    role_restriction: str | None = None
 
 
 class Account:
@@ -147,6 +149,12 @@ class Account:
 
     def use_role(self, session: Session, role: str) -> Rows:
         role_obj = self._find_account_object(A.ROLE, role)
+        if session.role_restriction and role_obj.name != session.role_restriction:
+            raise InsufficientPrivileges(
+                f"this session's credential is restricted to role {display(session.role_restriction)} "
+                f"(the token's ROLE_RESTRICTION): it cannot use role {display(role_obj.name)}; "
+                "log in with a token restricted to that role, or without a restriction"
+            )
         if role_obj.name not in self.user_roles(session.user):
             raise InsufficientPrivileges(
                 f"role {role_obj.name} is not granted to user {session.user}: run GRANT ROLE "

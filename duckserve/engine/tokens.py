@@ -247,6 +247,13 @@ def authenticate(account: Account, secret: str) -> tuple[str, str]:
     return user.name, A.PUBLIC
 
 
+def role_restriction(account: Account, secret: str) -> str | None:
+    """The ROLE_RESTRICTION of the token with this secret (None: unrestricted or unknown)."""
+    token = _find_by_secret(account, secret) if isinstance(secret, str) and secret else None
+    restriction = token.props.get("role_restriction") if token is not None else None
+    return str(restriction) if restriction else None
+
+
 _SNOWFLAKE_TOKEN = re.compile(r'^snowflake\s+token\s*=\s*(?:"([^"]*)"|(\S+))$', re.IGNORECASE)
 _BEARER = re.compile(r"^bearer\s+(\S+)$", re.IGNORECASE)
 

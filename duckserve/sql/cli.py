@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     _shell_options(shell)
     shell.set_defaults(run=shell_command)
 
+    server = commands.add_parser("server", help="serve Snowflake's protocol, for Snowflake's drivers and tools")
+    from duckserve.fronts.snowflake import server as snowflake_server
+
+    snowflake_server.add_arguments(server)
+    server.set_defaults(run=snowflake_server.command)
+
     run = commands.add_parser("run", help="run a dbt-style project: setup, seeds and models in dependency order")
     run.add_argument("project_dir", metavar="PROJECT_DIR", help="the folder holding dbt_project.yml")
     run.add_argument("-s", "--select", nargs="+", default=[], metavar="SELECTOR",
