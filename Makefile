@@ -20,7 +20,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check duckserve tests bench examples
 	$(PY) -m mypy duckserve
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) tests/docker_host.py up
+	$(PY) -m pytest -n 2 --dist loadgroup tests; status=$$?; $(PY) tests/docker_host.py down; exit $$status
 
 bench: $(STAMP)
 	$(PY) bench/run.py

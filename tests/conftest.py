@@ -36,6 +36,22 @@ def _no_service_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> 
             os.killpg(group, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+    _remove_containers_of(base)
+
+
+def _remove_containers_of(base: str) -> None:
+    """Containers of the session's homes (label io.duckserve.home) go too, where Docker runs."""
+    from duckserve.engine.runtimes.docker_engine import Engine
+    from duckserve.errors import Error
+
+    engine = Engine()
+    try:
+        engine.ping()
+        for container in engine.containers({"io.duckserve.home": None}):
+            if (container.get("Labels") or {}).get("io.duckserve.home", "").startswith(base):
+                engine.remove(container["Id"])
+    except Error:
+        pass
 
 
 @pytest.fixture

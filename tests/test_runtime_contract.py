@@ -20,7 +20,7 @@ from duckserve.engine.runtimes import Artifact, InstanceHandle, InstanceSpec, Ru
 from duckserve.errors import OperationalError
 
 SERVER = (Path(__file__).parent / "contract_server.py").read_text()
-RUNTIMES = ["process"]
+RUNTIMES = ["process", "docker"]
 
 
 @dataclass
@@ -41,13 +41,16 @@ class Case:
         return handle
 
 
-@pytest.fixture(params=RUNTIMES)
+@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.xdist_group("docker")) if n == "docker" else n
+                        for n in RUNTIMES])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     name = request.param
     if name == "process":
         artifact = Artifact.environment(sys.executable)
-    else:  # pragma: no cover - the Docker runtime adds its case
-        raise AssertionError(name)
+    else:
+        from tests.docker_support import base_reference
+
+        artifact = Artifact.image(base_reference())  # Debian with Python, nothing else
     found = Case(get_runtime(name), artifact, tmp_path, [])
     yield found
     for handle in found.started:

@@ -480,14 +480,15 @@ class Account:
                 return Rows.status(f"{display(full.name)} already exists, statement succeeded.")
             if existing is not None:
                 self.catalog.delete(existing)
-            url = "/".join(("duckserve.local", full.database, full.schema, full.name)).lower()
             self.catalog.insert(CatalogObject(A.IMAGE_REPOSITORY, full.name, owner=session.role,
-                                              database=full.database, schema=full.schema, comment=comment,
-                                              props={"repository_url": url}))
+                                              database=full.database, schema=full.schema, comment=comment))
         return Rows.status(f"Image Repository {display(full.name)} successfully created.")
 
     def drop_image_repository(self, session: Session, name: ObjectName, if_exists: bool = False) -> Rows:
         def before(repo: CatalogObject) -> None:
+            from duckserve.engine.images.repositories import remove_images
+
+            remove_images(self.home, repo)
             for image in self.catalog.objects(A.IMAGE, database=repo.database, schema=repo.schema):
                 if image.props.get("repository") == repo.name:
                     self.catalog.delete(image)
@@ -498,9 +499,11 @@ class Account:
                     "owner_role_type", "comment", "encryption")
 
     def show_image_repositories(self, session: Session, like: str | None = None) -> Rows:
+        from duckserve.engine.images.repositories import repository_url
+
         records = [
             {"created_on": r.created_on, "name": r.name, "database_name": r.database, "schema_name": r.schema,
-             "repository_url": r.props["repository_url"], "owner": r.owner, "owner_role_type": "ROLE",
+             "repository_url": repository_url(self.home, r), "owner": r.owner, "owner_role_type": "ROLE",
              "comment": r.comment, "encryption": "SNOWFLAKE_SSE"}
             for r in self._visible(session, A.IMAGE_REPOSITORY, like)
         ]
@@ -510,15 +513,23 @@ class Account:
         repo = self.find(A.IMAGE_REPOSITORY, repository, session)
         assert repo is not None
         self.require(session, repo, ("READ", "SERVICE READ"), f"list images in image repository {display_key(repo)}")
-        records = [
-            {"created_on": i.created_on, "image_name": i.props["image_name"], "tags": i.props.get("tag", "latest"),
-             "digest": i.props.get("digest"), "image_path": i.props.get("image_path")}
-            for i in self.catalog.objects(A.IMAGE, database=repo.database, schema=repo.schema)
-            if i.props.get("repository") == repo.name
-        ]
-        return Rows.of(("created_on", "image_name", "tags", "digest", "image_path"), records,
+        from duckserve.engine.images.repositories import registry_images
+
+        recorded = {i.props.get("image_path"): i for i in self.catalog.objects(A.IMAGE, database=repo.database,
+                                                                             schema=repo.schema)
+                    if i.props.get("repository") == repo.name}
+        records = []
+        for image in registry_images(self.home, repo):  # what the registry holds
+            record = recorded.pop(image["image_path"], None)
+            records.append({"created_on": record.created_on if record else None, **image})
+        for i in recorded.values():  # environments of process pools, which no registry holds
+            if i.props.get("runtime", "process") == "process":
+                records.append({"created_on": i.created_on, "image_name": i.props["image_name"],
+                                "tags": i.props.get("tag", "latest"), "digest": i.props.get("digest"), "size": None,
+                                "image_path": i.props.get("image_path")})
+        return Rows.of(("created_on", "image_name", "tags", "digest", "size", "image_path"), records,
                        {"created_on": "TIMESTAMPTZ", "image_name": "VARCHAR", "tags": "VARCHAR", "digest": "VARCHAR",
-                        "image_path": "VARCHAR"})
+                        "size": "BIGINT", "image_path": "VARCHAR"})
 
     # -- warehouses -------------------------------------------------------------------------------
     def create_warehouse(self, session: Session, name: str, *, size: str = "XSMALL", comment: str | None = None,

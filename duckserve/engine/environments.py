@@ -522,7 +522,7 @@ def package_dir() -> Path:
     return Path(duckserve.__file__).resolve().parent
 
 
-def _server_sources(package: Path) -> list[Path]:
+def server_sources(package: Path) -> list[Path]:
     # what code inside an environment can import: top-level modules (errors, model) and the server
     top = [p for p in package.glob("*.py")]
     server = [p for p in (package / _SERVER_SUBPACKAGE).rglob("*.py") if "__pycache__" not in p.parts]
@@ -533,7 +533,7 @@ def server_source_digest(package: Path | None = None) -> str:
     """Hash of the sources an environment runs: duckserve's top-level modules and ``inference_server``."""
     package = package or package_dir()
     digest = hashlib.sha256()
-    for path in _server_sources(package):
+    for path in server_sources(package):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -621,7 +621,7 @@ def _extra_indexes() -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _uv_environment() -> dict[str, str]:
+def uv_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.update(UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1", NO_COLOR="1", COLUMNS="1000")
     env.pop("VIRTUAL_ENV", None)
@@ -734,7 +734,7 @@ def explain_import_failure(output: str) -> str:
     )
 
 
-def _uv_summary(output: str, limit: int = 800) -> str:
+def uv_summary(output: str, limit: int = 800) -> str:
     lines = output.strip().splitlines()
     first_error = next(
         (i for i, line in enumerate(lines) if line.lstrip().startswith("error")), max(0, len(lines) - 5)
@@ -889,7 +889,7 @@ class EnvironmentBuilder:
         for warning in warnings:
             log.write(f"warning: {warning}\n")
         log.flush()
-        env = _uv_environment()
+        env = uv_environment()
         self._run(
             [uv, "venv", "--relocatable", "--no-project", "--python", str(interpreter), str(tmp)],
             env,
@@ -922,7 +922,7 @@ class EnvironmentBuilder:
                 subject = "the requirements " + ", ".join(texts)
             raise BuildError(
                 f"cannot build the environment for python {spec.python_minor}: {subject} {problem}. "
-                f"uv said: {_uv_summary(output)} Build log: {log_path}"
+                f"uv said: {uv_summary(output)} Build log: {log_path}"
             )
         site_packages = tmp / "lib" / f"python{spec.python_minor}" / "site-packages"
         if not site_packages.is_dir():
@@ -1045,7 +1045,7 @@ class EnvironmentBuilder:
             )
         if check:
             raise BuildError(
-                f"build step `{shlex.join(argv[:3])} ...` failed with exit code {code}: {_uv_summary(output)} "
+                f"build step `{shlex.join(argv[:3])} ...` failed with exit code {code}: {uv_summary(output)} "
                 f"Build log: {log_path}"
             )
         return output

@@ -33,8 +33,14 @@ def _process() -> Runtime:
     return ProcessRuntime()
 
 
+def _docker() -> Runtime:
+    from duckserve.engine.runtimes.docker import DockerRuntime
+
+    return DockerRuntime()
+
+
 #: runtime name -> how to make it (one instance per process, made on first use)
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"process": _process}
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"process": _process, "docker": _docker}
 _made: dict[str, Runtime] = {}
 _lock = threading.Lock()
 

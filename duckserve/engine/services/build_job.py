@@ -17,9 +17,10 @@ from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session, display_key
 from duckserve.engine.catalog import CatalogObject, now
 from duckserve.engine.environments import EnvironmentBuilder, EnvironmentSpec
+from duckserve.engine.images.repositories import repository_url
 from duckserve.engine.runtimes import Artifact
 from duckserve.engine.services.gpus import host_gpus, runs_on_cpu_only
-from duckserve.errors import BuildError
+from duckserve.errors import BuildError, OperationalError
 
 JOB = "JOB"
 LOG_CONTAINER = "model-build"
@@ -56,8 +57,9 @@ class BuildJobs:
         found = self.account.catalog.objects(JOB, name=name)
         return found[0] if found else None
 
-    def run(self, session: Session, model: CatalogObject, version: str, manifest: Any, repo: CatalogObject,
-            pool: CatalogObject, build_pool: str | None, force: bool, gpus: int = 0) -> BuildResult:
+    def run(self, session: Session, model: CatalogObject, version: str, manifest: Any, package: Path,
+            repo: CatalogObject, pool: CatalogObject, build_pool: str | None, force: bool, gpus: int = 0
+            ) -> BuildResult:
         name = job_name()
         log_path = self.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +75,15 @@ class BuildJobs:
                             "call create_service without gpu_requests")
         # a GPU service on a host with NVIDIA GPUs gets the index's CUDA builds; every other one CPU builds
         spec = EnvironmentSpec.from_manifest(manifest, accelerator="gpu" if gpus and host_gpus() else "cpu")
+        if pool.props.get("runtime") == "docker":
+            return self._image(session, job, model, version, spec, repo, package, force)
         try:
             environment = self.builder.build(spec, log_path, force=force)
         except BuildError as exc:
             self._fail(job, str(exc), exc)
         image_name = f"{model.name}_{version}".lower()
         tag = environment.key[:12]
-        image_path = f"{repo.props['repository_url']}/{image_name}:{tag}"
+        image_path = f"{repository_url(self.account.home, repo)}/{image_name}:{tag}"
         image_key = f"{repo.name}/{image_name}:{tag}"
         if self.account.catalog.get(A.IMAGE, image_key, repo.database, repo.schema) is None:
             self.account.catalog.insert(CatalogObject(
@@ -95,6 +99,43 @@ class BuildJobs:
                            built=not environment.reused,
                            props={"env_key": environment.key, "env_python": str(environment.python),
                                   "image_digest": f"sha256:{environment.key}"})
+
+    def _image(self, session: Session, job: CatalogObject, model: CatalogObject, version: str,
+               spec: EnvironmentSpec, repo: CatalogObject, package: Path, force: bool) -> BuildResult:
+        """For a Docker pool: a layered OCI image, pushed to the repository's registry."""
+        from duckserve.engine.images.builder import ImageBuilder, dependencies_key, image_name, image_tag
+        from duckserve.engine.images.registry import open_registry, repository_path
+
+        name = image_name(model.name)
+        repository = f"{repository_path(repo.database, repo.schema, repo.name)}/{name}"
+        tag = image_tag(version, dependencies_key(spec))
+        labels = {"io.duckserve.model": model.key, "io.duckserve.version": version}
+        try:
+            with open(job.props["log_path"], "a", encoding="utf-8") as log:
+                registry, _ = open_registry(self.account.home)
+                built = ImageBuilder().build(spec, package, registry, repository, tag, labels, log, force=force)
+        except (BuildError, OperationalError) as exc:
+            self._fail(job, str(exc), exc)
+        image_path = f"{registry.host}/{repository}:{tag}"
+        reference = f"{registry.host}/{repository}@{built.digest}"
+        image_key = f"{repo.name}/{name}:{tag}"
+        record = self.account.catalog.get(A.IMAGE, image_key, repo.database, repo.schema)
+        props = {"repository": repo.name, "image_name": name, "tag": tag, "digest": built.digest,
+                 "image_path": image_path, "reference": reference, "size": built.size, "runtime": "docker"}
+        if record is None:
+            self.account.catalog.insert(CatalogObject(A.IMAGE, image_key, owner=session.role, database=repo.database,
+                                                      schema=repo.schema, props=props))
+        else:
+            record.props.update(props)
+            self.account.catalog.update(record)
+        job.props.update(status="DONE", finished_on=now().isoformat(), image=image_path, reused=built.reused,
+                         seconds=round(built.seconds, 3), runtime="docker", pushed=built.pushed,
+                         warnings=spec.warnings())
+        self.account.catalog.update(job)
+        return BuildResult(job=job.name, image=image_path, artifact=Artifact.image(reference, built.digest),
+                           built=not built.reused,
+                           props={"image_reference": reference, "image_digest": built.digest,
+                                  "image_size": built.size, "pushed_layers": built.pushed})
 
     def _fail(self, job: CatalogObject, problem: str, cause: BaseException | None = None) -> NoReturn:
         """Record the job as FAILED with ``problem`` (also in its log, unless the builder wrote it) and raise."""

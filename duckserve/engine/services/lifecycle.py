@@ -173,8 +173,8 @@ class Services(ServiceViews):
             self.drop_service(session, existing.key)
 
         self._ensure_pool_running(pool)
-        build = self.builds.run(session, model, version, manifest, repo, pool, image_build_compute_pool,
-                                force_rebuild, gpus)
+        build = self.builds.run(session, model, version, manifest, self.models.package_path(model, version), repo,
+                                pool, image_build_compute_pool, force_rebuild, gpus)
         workers = num_workers or default_workers(family.name, cpu_requests, gpus > 0)
         service = CatalogObject(
             A.SERVICE, full.name, owner=session.role, database=full.database, schema=full.schema,

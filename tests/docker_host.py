@@ -1,0 +1,88 @@
+"""``make test``'s helper for the container tests: ``up`` installs and starts what they need when it
+is missing, ``down`` stops what ``up`` started.
+
+    python tests/docker_host.py up|down
+
+As root (here and on CI) ``up`` installs Debian's docker.io, docker-registry and debootstrap with
+apt-get when one is missing and starts dockerd when no engine answers. Otherwise it only says what
+is missing: the container tests then skip, saying how to enable them (on CI, with CI=true, they fail).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(".docker-started")
+PACKAGES = {"docker.io": "dockerd", "docker-registry": "docker-registry", "debootstrap": "debootstrap"}
+SOCKET = "/var/run/docker.sock"
+
+
+def engine_answers() -> bool:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from duckserve.engine.runtimes.docker_engine import Engine
+    from duckserve.errors import Error
+
+    try:
+        Engine().ping()
+        return True
+    except Error:
+        return False
+
+
+def up() -> int:
+    missing = [package for package, program in PACKAGES.items() if not shutil.which(program)]
+    root = os.geteuid() == 0
+    if missing and root and shutil.which("apt-get"):
+        print(f"docker_host: installing {' '.join(missing)} (apt-get)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    elif missing:
+        print(f"docker_host: {', '.join(missing)} missing and not root: the container tests will skip", flush=True)
+    if engine_answers():
+        return 0
+    if not root or not shutil.which("dockerd"):
+        print("docker_host: no Docker engine answers: the container tests will skip (start dockerd to run them)")
+        return 0
+    log = open("/tmp/duckserve-test-dockerd.log", "ab")
+    process = subprocess.Popen(["dockerd", "--host", f"unix://{SOCKET}"], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    STATE.write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + 60
+    while not engine_answers():
+        if process.poll() is not None or time.monotonic() > deadline:
+            print("docker_host: dockerd did not start: see /tmp/duckserve-test-dockerd.log", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(f"docker_host: started dockerd (pid {process.pid})", flush=True)
+    return 0
+
+
+def down() -> int:
+    try:
+        pid = int(STATE.read_text())
+    except (OSError, ValueError):
+        return 0
+    STATE.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    print(f"docker_host: stopped dockerd (pid {pid})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(up() if sys.argv[1:] == ["up"] else down() if sys.argv[1:] == ["down"] else 2)
