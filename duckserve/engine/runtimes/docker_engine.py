@@ -135,9 +135,16 @@ class Engine:
                 raise EngineError(f"Docker engine: save {reference} failed: {response.text.strip()}")
             yield from response.iter_bytes(1 << 20)
 
-    def remove_image(self, reference: str) -> None:
+    def images(self, label: str) -> list[dict[str, Any]]:
+        """Images with the label ``label``."""
+        result: list[dict[str, Any]] = self._request("GET", "/images/json", "list images",
+                                                     params={"filters": json.dumps({"label": [label]})}).json()
+        return result
+
+    def remove_image(self, reference: str, force: bool = False) -> None:
+        """Remove an image (``force``: with all its tags); one a container uses stays."""
         self._request("DELETE", f"/images/{quote(reference, safe='')}", f"remove image {reference}",
-                      ok=(200, 404, 409), params={"force": "false"})
+                      ok=(200, 404, 409), params={"force": "true" if force else "false"})
 
     # -- containers -------------------------------------------------------------------------------
     def create(self, name: str, config: dict[str, Any]) -> str:
