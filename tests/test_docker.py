@@ -70,8 +70,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         conn.close()
         from duckserve.engine.images.registry import LocalRegistry
+        from duckserve.engine.runtimes.docker_engine import Engine
 
-        LocalRegistry(home).stop()
+        local = LocalRegistry(home)
+        local.stop()
+        engine, host = Engine(), local.client.host
+        for image in engine.images("io.duckserve.build"):  # what Docker pulled from this registry
+            if any(name.startswith(host + "/") for name in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])):
+                engine.remove_image(image["Id"], force=True)
 
 
 def test_a_docker_service_answers_like_the_model(world: dict[str, Any]) -> None:
