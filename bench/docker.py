@@ -45,15 +45,16 @@ def fresh_cache_with_the_base(cache: Path) -> None:
     engine = Engine()
     old = cache_dir()
     base = base_image(engine, io.StringIO())  # builds it in the old cache if this machine has none
+    sources = {layer.digest: layer.path for layer in base.layers}
     os.environ["DUCKSERVE_CACHE_DIR"] = str(cache)
     for record in (old / "base").glob("*.json"):
         (cache_dir() / "base").mkdir(parents=True, exist_ok=True)
         shutil.copy(record, cache_dir() / "base" / record.name)
-    for layer in base.layers:
-        target = cache_dir() / "blobs" / "sha256" / layer.digest.split(":")[1]
+    for digest, source in sources.items():
+        target = cache_dir() / "blobs" / "sha256" / digest.split(":")[1]
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            os.link(layer.path, target)
+            shutil.copyfile(source, target)
     for image in engine.images("io.duckserve.build"):
         engine.remove_image(image["Id"], force=True)
 
