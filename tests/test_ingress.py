@@ -1,12 +1,8 @@
 """The ingress against real servers: an inference server serving a scikit-learn package, and
-``python -m duckserve.engine.ingress`` in front of it, with tokens and grants from the catalog."""
+``python -m duckserve.fronts.ingress`` in front of it, with tokens and grants from the catalog."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,81 +17,13 @@ from duckserve.engine import access as A
 from duckserve.engine import tokens as T
 from duckserve.engine.account import Account, Session
 from duckserve.engine.catalog import CatalogObject
-from duckserve.engine.ingress import instance_urls, parse_service_name
 from duckserve.engine.names import ObjectName
+from duckserve.fronts.ingress import instance_urls, parse_service_name
+from tests.servers import Server, start_inference_server, start_ingress
 
 pytestmark = pytest.mark.xdist_group("server")
 
 DATABASE, SCHEMA = "DUCKSERVE", "PUBLIC"
-START_TIMEOUT = 90.0
-
-
-@dataclass
-class Server:
-    """A server process started by a test, with its log for when something fails."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-20_000:]
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def start_server(name: str, argv: list[str], workdir: Path, ready_path: str) -> Server:
-    """Start ``python -m ...`` with ``--port 0 --port-file``; wait for its port and ready path."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port_file = workdir / f"{name}.port"
-    log_path = workdir / f"{name}.log"
-    port_file.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", *argv, "--port", "0", "--port-file", str(port_file)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Server(name, process, log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(trust_env=False, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode} before it was ready; its log:\n{server.log()}")
-            text = port_file.read_text().strip() if port_file.exists() else ""
-            if text:
-                server.port = int(text)
-                try:
-                    if client.get(server.url + ready_path).status_code == 200:
-                        return server
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.05)
-    server.stop()
-    pytest.fail(f"{name} was not ready within {START_TIMEOUT:.0f} s; its log:\n{server.log()}")
-
-
-def start_inference_server(package: Path, workdir: Path, name: str) -> Server:
-    return start_server(name, ["duckserve.inference_server", "--package", str(package), "--workers", "1"],
-                        workdir, "/ready")
-
-
-def start_ingress(home: Path, service: str, workdir: Path, name: str = "ingress") -> Server:
-    return start_server(name, ["duckserve.engine.ingress", "--home", str(home), "--service", service],
-                        workdir, "/healthz")
 
 
 def insert_service(account: Account, name: str, owner: str, ports: list[int]) -> CatalogObject:
@@ -246,14 +174,22 @@ def test_instance_errors_pass_through(world: World) -> None:
     assert answer.status_code == 400, answer.text
 
 
-def test_revoked_grant_takes_effect_within_a_second(world: World) -> None:
+def test_grant_and_revoke_take_effect_on_the_very_next_request(world: World) -> None:
     service = ObjectName("CLF_SERVICE", SCHEMA, DATABASE)
+    secret = world.secrets["STRANGER_USER"]
+    assert world.request("predict", secret=secret).status_code == 403
     world.account.grant_service_role(world.admin, service, "ALL_ENDPOINTS_USAGE", "STRANGER")
-    time.sleep(1.2)
-    assert world.request("predict", secret=world.secrets["STRANGER_USER"]).status_code == 200
+    assert world.request("predict", secret=secret).status_code == 200
     world.account.grant_service_role(world.admin, service, "ALL_ENDPOINTS_USAGE", "STRANGER", revoke=True)
-    time.sleep(1.2)
-    assert world.request("predict", secret=world.secrets["STRANGER_USER"]).status_code == 403
+    assert world.request("predict", secret=secret).status_code == 403
+
+
+def test_a_removed_token_is_refused_on_the_very_next_request(world: World) -> None:
+    secret = str(T.add_token(world.account, world.admin, "CALLER_USER", "SHORT_LIVED").rows[0][1])
+    assert world.request("predict", secret=secret).status_code == 200
+    T.remove_token(world.account, world.admin, "CALLER_USER", "SHORT_LIVED")
+    response = world.request("predict", secret=secret)
+    assert response.status_code == 401 and "not valid" in response.json()["error"]
 
 
 def test_dropped_service_gets_404(world: World) -> None:
@@ -265,7 +201,6 @@ def test_dropped_service_gets_404(world: World) -> None:
         secret = world.secrets["OWNER_USER"]
         assert world.request("predict", secret=secret, ingress=ingress).status_code == 200
         world.account.catalog.delete(service)
-        time.sleep(1.2)
         response = world.request("predict", secret=secret, ingress=ingress)
         assert response.status_code == 404, response.text
         assert "short_lived" in response.json()["error"].lower()

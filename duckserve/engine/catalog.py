@@ -117,6 +117,7 @@ class Catalog:
         self.path = self.home / "catalog.sqlite"
         self._lock = threading.RLock()
         self._depth = 0
+        self._commits = 0  # this connection's own commits, which PRAGMA data_version does not count
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
@@ -161,6 +162,7 @@ class Catalog:
                 raise
             else:
                 self._db.execute("COMMIT")
+                self._commits += 1
             finally:
                 self._depth = 0
 
@@ -177,6 +179,17 @@ class Catalog:
                 return self._db.execute(sql, params).rowcount
             except sqlite3.Error as exc:
                 raise OperationalError(f"account catalog {self.path}: {exc}") from exc
+
+    def changes(self) -> tuple[int, int]:
+        """A value that differs after any commit to the catalog, by any process or connection (SQLite's
+        ``PRAGMA data_version``, plus this connection's own commits): a cheap test, not a time-based
+        guess, for whether something read from it may be stale."""
+        with self._lock:
+            try:
+                version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise OperationalError(f"account catalog {self.path}: {exc}") from exc
+            return version, self._commits
 
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

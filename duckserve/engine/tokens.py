@@ -215,6 +215,13 @@ def _find_by_secret(account: Account, secret: str) -> CatalogObject | None:
 
 def authenticate(account: Account, secret: str) -> tuple[str, str]:
     """The (user, role) a token secret stands for; TokenError when it does not authenticate."""
+    user, role, _ = authenticate_until(account, secret)
+    return user, role
+
+
+def authenticate_until(account: Account, secret: str) -> tuple[str, str, datetime]:
+    """`authenticate`, plus the moment the token expires (an answer may be reused until then, as
+    long as the catalog has not changed)."""
     if not isinstance(secret, str) or not secret:
         raise TokenError(f"no programmatic access token was presented: {how_to_get_a_token()}")
     token = _find_by_secret(account, secret)
@@ -240,11 +247,11 @@ def authenticate(account: Account, secret: str) -> tuple[str, str]:
                 f"{label} is restricted to role {display(restriction)}, which user {display(user_name)} no longer "
                 f"has: run GRANT ROLE {display(restriction)} TO USER {display(user_name)}, or add a new token"
             )
-        return user.name, restriction
+        return user.name, restriction, expires
     default_role = user.props.get("default_role")
     if default_role and default_role in usable and account.catalog.get(A.ROLE, default_role) is not None:
-        return user.name, default_role
-    return user.name, A.PUBLIC
+        return user.name, default_role, expires
+    return user.name, A.PUBLIC, expires
 
 
 def role_restriction(account: Account, secret: str) -> str | None:

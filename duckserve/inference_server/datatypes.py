@@ -413,15 +413,16 @@ def dtype_matches(dtype: Any, feature: FeatureSpec) -> bool:
 
 
 def coerce_series(
-    series: pd.Series,
+    series: pd.Series | np.ndarray,
     feature: FeatureSpec,
     *,
     role: str = "argument",
     ids: Sequence[Any] | np.ndarray | None = None,
     position: int | None = None,
 ) -> pd.Series:
-    """A pandas column converted to the feature's type (returned as is when it already has it)."""
-    series = series.reset_index(drop=True)
+    """A pandas column (or a 1-D array) converted to the feature's type (returned as is when it
+    already has it)."""
+    series = pd.Series(series) if isinstance(series, np.ndarray) else series.reset_index(drop=True)
     if _dtype_matches(series.dtype, feature):
         return series
     is_number_column = series.dtype.kind in "iuf" if isinstance(series.dtype, np.dtype) else False
@@ -456,8 +457,12 @@ def _clean_nonfinite(value: Any) -> Any:
     return value
 
 
-def to_json_values(series: pd.Series, feature: FeatureSpec, *, role: str = "output") -> list[Any]:
+def to_json_values(series: pd.Series | np.ndarray, feature: FeatureSpec, *, role: str = "output") -> list[Any]:
     """A column as JSON-ready Python values: missing values (and NaN, ±inf) become None."""
+    if isinstance(series, np.ndarray) and series.ndim == 1 and not feature.shape:
+        fast = _plain_json_values(series, feature)
+        if fast is not None:
+            return fast
     column = coerce_series(series, feature, role=role)
     if feature.shape:
         return [None if v is None else _vector_json(v) for v in column.tolist()]
@@ -474,6 +479,26 @@ def to_json_values(series: pd.Series, feature: FeatureSpec, *, role: str = "outp
     for row in np.flatnonzero(missing):
         values[row] = None
     return values
+
+
+def _plain_json_values(array: np.ndarray, feature: FeatureSpec) -> list[Any] | None:
+    """The hot path of `to_json_values`: a numeric or boolean array that already fits the feature."""
+    kind = array.dtype.kind
+    if feature.dtype in FLOAT_TYPES and kind in "fiu":
+        floats = array.astype(FLOAT_TYPES[feature.dtype], copy=False)
+        values: list[Any] = floats.tolist()
+        if kind == "f":
+            for row in np.flatnonzero(~np.isfinite(floats)):
+                values[row] = None
+        return values
+    if feature.dtype in INTEGER_TYPES and kind in "iu":
+        info = np.iinfo(INTEGER_TYPES[feature.dtype])
+        if len(array) and (array.min() < info.min or array.max() > info.max):
+            return None
+        return array.tolist()
+    if feature.dtype == "BOOL" and kind == "b":
+        return array.tolist()
+    return None
 
 
 def arrow_type(feature: FeatureSpec) -> pa.DataType:

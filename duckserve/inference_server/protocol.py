@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from duckserve.inference_server.decoding import Inputs
+    from duckserve.inference_server.handlers.base import Outputs
+
 __all__ = [
     "ARROW_CONTENT_TYPE",
     "BODY_FILE_HEADER",
@@ -99,12 +102,14 @@ def _type_name(value: Any) -> str:
 
 def _parse_json(body: bytes | str) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        from duckserve.inference_server.decoding import loads
+
+        return loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
 
 
-def _check_row_ids(raw: Sequence[Any], where: str) -> np.ndarray:
+def _check_row_ids(raw: Sequence[Any] | np.ndarray, where: str) -> np.ndarray:
     """Row indexes as int64: present, whole numbers, each once. ``where`` names the container."""
     import numpy as np
 
@@ -143,10 +148,29 @@ def _check_row_ids(raw: Sequence[Any], where: str) -> np.ndarray:
 
 def decode_json_request(body: bytes | str, method: MethodSpec) -> tuple[np.ndarray, pd.DataFrame]:
     """A JSON request as (row indexes, one column per input converted to the signature's types)."""
-    import pandas as pd
+    ids, inputs = decode_json_inputs(body, method)
+    return ids, inputs.frame
 
-    from duckserve.inference_server.datatypes import coerce_values
 
+def decode_json_inputs(body: bytes | str, method: MethodSpec) -> tuple[np.ndarray, Inputs]:
+    """A JSON request as (row indexes, the decoded inputs)."""
+    import numpy as np
+
+    from duckserve.inference_server.decoding import (
+        Inputs,
+        all_float,
+        coerce_column,
+        empty_frame,
+        numeric_block,
+        split_matrix,
+    )
+
+    if isinstance(body, bytes) and all_float(method):
+        split = split_matrix(body, b"data", len(method.inputs) + 1)
+        if split is not None:
+            rest, matrix = split
+            if _parse_json(rest) == {"data": []} and np.abs(matrix[:, 0]).max() < 2**53:
+                return _check_row_ids(matrix[:, 0], "data"), Inputs(method, block=matrix[:, 1:])
     payload = _parse_json(body)
     rows = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(rows, list):
@@ -158,17 +182,21 @@ def decode_json_request(body: bytes | str, method: MethodSpec) -> tuple[np.ndarr
     if not all(type(row) is list for row in rows) or any(len(row) != width for row in rows):
         _raise_bad_row(rows, width, method)
     if not rows:
-        from duckserve.inference_server.datatypes import empty_series
+        return _empty_ids(), Inputs(method, empty_frame(method))
+    block = numeric_block(rows, method, skip=1, body=body if isinstance(body, bytes) else None)
+    if block is not None and np.abs(block[:, 0]).max() < 2**53:  # row indexes exact in float64
+        ids = _check_row_ids(block[:, 0], "data")
+        return ids, Inputs(method, block=block[:, 1:])
+    import pandas as pd
 
-        return _empty_ids(), pd.DataFrame({f.name: empty_series(f) for f in method.inputs})
     ids = _check_row_ids([row[0] for row in rows], "data")
     frame = pd.DataFrame(
         {
-            feature.name: coerce_values([row[j] for row in rows], feature, ids=ids, position=j)
+            feature.name: coerce_column([row[j] for row in rows], feature, j, ids)
             for j, feature in enumerate(method.inputs, start=1)
         }
     )
-    return ids, frame
+    return ids, Inputs(method, frame)
 
 
 def _raise_bad_row(rows: list[Any], width: int, method: MethodSpec) -> None:
@@ -190,16 +218,18 @@ def _empty_ids() -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
 
 
-def _output_frame(out: pd.DataFrame, method: MethodSpec, rows: int) -> pd.DataFrame:
-    missing = [f.name for f in method.outputs if f.name not in out.columns]
+def _output_frame(out: Outputs, method: MethodSpec, rows: int) -> Outputs:
+    columns = out.columns if hasattr(out, "columns") else list(out)
+    missing = [f.name for f in method.outputs if f.name not in columns]
     if missing:
         raise ModelError(f"method {method.name} produced no column {', '.join(missing)}")
-    if len(out) != rows:
-        raise ModelError(f"method {method.name} produced {len(out)} rows for {rows} input rows")
+    length = len(out) if hasattr(out, "columns") else len(next(iter(out.values()), ()))
+    if length != rows:
+        raise ModelError(f"method {method.name} produced {length} rows for {rows} input rows")
     return out
 
 
-def encode_json_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
+def encode_json_response(ids: Sequence[int] | np.ndarray, out: Outputs, method: MethodSpec) -> bytes:
     """``{"data": [[row_index, result], ...]}`` for the outputs in ``out`` (one row per id, same order)."""
     import numpy as np
 
@@ -278,14 +308,16 @@ def _arrow_ids(table: pa.Table, what: str) -> np.ndarray:
 
 def _check_unique(ids: np.ndarray, where: str) -> np.ndarray:
     import numpy as np
-    import pandas as pd
 
-    duplicated = pd.Index(ids).duplicated()
-    if duplicated.any():
-        second = int(np.flatnonzero(duplicated)[0])
-        first = int(np.flatnonzero(ids == ids[second])[0])
+    if len(ids) < 2:
+        return ids
+    ordered = np.sort(ids)
+    repeats = ordered[1:] == ordered[:-1]
+    if repeats.any():
+        value = ordered[1:][repeats][0]
+        first, second = (int(i) for i in np.flatnonzero(ids == value)[:2])
         raise ProtocolError(
-            f"row index {ids[second]} appears more than once ({where}[{first}] and {where}[{second}]); "
+            f"row index {value} appears more than once ({where}[{first}] and {where}[{second}]); "
             "each row index must be unique"
         )
     return ids
@@ -363,7 +395,7 @@ def write_ipc(table: pa.Table) -> bytes:
     return bytes(sink.getvalue())
 
 
-def arrow_response_table(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> pa.Table:
+def arrow_response_table(ids: Sequence[int] | np.ndarray, out: Outputs, method: MethodSpec) -> pa.Table:
     """The Arrow answer: ``_ID`` plus one column per output."""
     import numpy as np
     import pyarrow as pa
@@ -377,7 +409,7 @@ def arrow_response_table(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, met
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: pd.DataFrame, method: MethodSpec) -> bytes:
+def encode_arrow_response(ids: Sequence[int] | np.ndarray, out: Outputs, method: MethodSpec) -> bytes:
     """An Arrow IPC stream: ``_ID`` plus one column per output."""
     return write_ipc(arrow_response_table(ids, out, method))
 

@@ -1,15 +1,14 @@
 """Run the inference server: bind the socket, publish the port, serve with N worker processes.
 
 The parent binds the listening socket itself (so port 0 works and the actual port is known before
-any worker starts), writes the port file, then hands the socket to uvicorn: served in this process
-for one worker; for several, the parent imports the server and the model's frameworks once and
-forks the workers (`ForkSupervisor`; uvicorn's spawning supervisor where there is no fork). Each
-worker process loads its own copy of the model; the supervisor restarts workers that die.
+any worker starts), writes the port file, then serves the socket with `httpserver`: in this
+process for one worker; for several, the parent imports the server and the model's frameworks
+once and forks the workers (`ForkSupervisor`; one worker where there is no fork). Each worker
+process loads its own copy of the model; the supervisor restarts workers that die.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
@@ -19,20 +18,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from duckserve.inference_server.app import READY_DIR, ServerSettings
+from duckserve.inference_server.http_messages import Limits
 from duckserve.inference_server.manifest import MODEL_DIR, Manifest
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol
-else:
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol
 
 logger = logging.getLogger("duckserve.inference_server")
 
@@ -45,30 +35,11 @@ LOG_CONFIG: dict[str, Any] = {
         "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
     },
     "loggers": {
-        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "uvicorn.access": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         "duckserve": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
 STARTUP_FAILURE = 3
 GRACEFUL_SHUTDOWN_SECONDS = 5
-
-
-class NoDelayHTTPProtocol(_HTTPProtocol):
-    """uvicorn's HTTP protocol with TCP_NODELAY on each accepted connection.
-
-    With a pre-bound socket asyncio does not set it (uvicorn issue #3149) and Nagle's algorithm
-    then holds back small responses on keep-alive connections for ~40 ms each.
-    """
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        super().connection_made(transport)
 
 
 def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -200,9 +171,9 @@ def preload(manifest: Manifest, package: Path) -> None:
 
 
 class ForkSupervisor:
-    """Worker processes forked from this one after `preload` (gunicorn's --preload, for uvicorn).
+    """Worker processes forked from this one after `preload` (as gunicorn's --preload does).
 
-    Each child serves the shared listening socket with its own uvicorn server and loads its own
+    Each child serves the shared listening socket with its own event loop and loads its own
     model copy. A worker that dies is forked again; one that fails its startup (lifespan) stops the
     server with STARTUP_FAILURE. SIGTERM and SIGINT stop the workers gracefully (SIGKILL after the
     grace period) and end the server.
@@ -210,8 +181,8 @@ class ForkSupervisor:
 
     POLL_SECONDS = 0.1
 
-    def __init__(self, config: Any, sock: socket.socket, workers: int, settings: ServerSettings) -> None:
-        self.config = config
+    def __init__(self, sock: socket.socket, workers: int, settings: ServerSettings, limits: Limits) -> None:
+        self.limits = limits
         self.sock = sock
         self.workers = workers
         self.settings = settings
@@ -225,11 +196,7 @@ class ForkSupervisor:
             try:
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
                     signal.signal(signum, signal.SIG_DFL)
-                import uvicorn
-
-                server = uvicorn.Server(self.config)
-                server.run(sockets=[self.sock])
-                code = 0 if server.started else STARTUP_FAILURE
+                code = serve_worker(self.settings, self.sock, self.limits)
             except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor
                 logger.exception("worker %d failed", os.getpid())
             finally:
@@ -306,6 +273,15 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def serve_worker(settings: ServerSettings, sock: socket.socket, limits: Limits) -> int:
+    """Serve one worker's app on the shared socket until SIGTERM; STARTUP_FAILURE when it could not start."""
+    from duckserve.inference_server import httpserver
+    from duckserve.inference_server.app import create_app
+
+    code = httpserver.run(create_app(settings), sock, limits=limits, grace=GRACEFUL_SHUTDOWN_SECONDS)
+    return STARTUP_FAILURE if code else 0
+
+
 def serve(
     settings: ServerSettings,
     *,
@@ -313,14 +289,15 @@ def serve(
     port: int = 0,
     port_file: Path | None = None,
     log_level: str = "info",
+    limits: Limits | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT; return the process exit code."""
     import logging.config
 
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    logging.config.dictConfig(LOG_CONFIG)
+    config = {**LOG_CONFIG, "loggers": {"duckserve": {"handlers": ["stderr"], "level": log_level.upper(),
+                                                      "propagate": False}}}
+    logging.config.dictConfig(config)
+    limits = limits or Limits(max_body_bytes=settings.max_body_bytes)
     manifest = Manifest.read(settings.package)  # fail here, once, on a missing or broken package
     instance = f" instance {settings.instance_id}" if settings.instance_id else ""
     sock = bind_socket(host, port)
@@ -331,21 +308,8 @@ def serve(
     exchange_dir = settings.exchange_dir = given_exchange or make_exchange_dir(state_dir)
     assert settings.activity_file is not None
     settings.activity_file.touch()
-    os.environ.update(settings.to_env())  # spawned workers read their settings from the environment
+    os.environ.update(settings.to_env())
     os.environ.update(worker_thread_limits(settings.workers))
-    config = uvicorn.Config(
-        "duckserve.inference_server.app:create_app",
-        factory=True,
-        http=NoDelayHTTPProtocol,
-        workers=settings.workers,
-        lifespan="on",
-        log_config=LOG_CONFIG,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
     if port_file is not None:
         write_port_file(port_file, actual_port)
     logger.info(
@@ -365,32 +329,17 @@ def serve(
     if os.environ.get("DUCKSERVE_DEVICE") == "cuda":
         logger.info("GPU: serving on CUDA devices %s", os.environ.get("CUDA_VISIBLE_DEVICES", "(all)"))
     forking = settings.workers > 1 and hasattr(os, "fork")
+    if settings.workers > 1 and not forking:
+        logger.warning("this platform cannot fork: serving with one worker instead of %d", settings.workers)
+        settings.workers = 1
+        os.environ.update(settings.to_env())
     if settings.idle_timeout is not None and not forking:
         threading.Thread(target=_exit_when_idle, args=(settings,), name="idle-watch", daemon=True).start()
     try:
         if forking:
             preload(manifest, Path(settings.package))
-            return ForkSupervisor(config, sock, settings.workers, settings).run()
-        if settings.workers > 1:
-            # older uvicorn (as in some model environments) takes the worker's target explicitly
-            if "target" in inspect.signature(Multiprocess).parameters:
-                target = uvicorn.Server(config).run
-                supervisor = Multiprocess(config, target=target, sockets=[sock])  # type: ignore[call-arg]
-            else:
-                supervisor = Multiprocess(config, sockets=[sock])
-            supervisor.run()
-            if any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in supervisor.processes):
-                return STARTUP_FAILURE
-        else:
-            # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers
-            # in place that re-raise is a no-op, so a SIGTERM ends in a clean exit and this cleanup
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: None)
-            server = uvicorn.Server(config)
-            server.run(sockets=[sock])
-            if not server.started:
-                return STARTUP_FAILURE
-        return 0
+            return ForkSupervisor(sock, settings.workers, settings, limits).run()
+        return serve_worker(settings, sock, limits)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     finally:

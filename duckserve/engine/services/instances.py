@@ -77,6 +77,6 @@ def server_spec(home: Path, service: CatalogObject, directory: Path, package_dir
 def ingress_spec(home: Path, service: CatalogObject, directory: Path, label: str) -> InstanceSpec:
     """The service's public endpoint, a local process reading the catalog in ``home``."""
     return InstanceSpec(name=f"{service.key}/ingress", artifact=Artifact.environment(sys.executable),
-                        args=["-m", "duckserve.engine.ingress", "--home", str(home), "--service", label],
+                        args=["-m", "duckserve.fronts.ingress", "--home", str(home), "--service", label],
                         env={"PYTHONUNBUFFERED": "1"}, log_path=directory / "ingress.log", state_dir=directory,
                         ready_path="/healthz", labels=labels_of(home, service, "ingress"))

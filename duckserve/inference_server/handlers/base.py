@@ -23,9 +23,17 @@ from duckserve.inference_server.errors import ModelError, ProtocolError, Unknown
 from duckserve.inference_server.manifest import MODEL_DIR, FeatureSpec, Manifest, MethodSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
+    from duckserve.inference_server.decoding import Inputs
+
     Invoke = Callable[[Any, str, pd.DataFrame, dict[str, Any]], Any]
+    InvokeBlock = Callable[[Any, str, np.ndarray, dict[str, Any]], Any]
+    #: a method's answer: a frame of its outputs, or (the hot path) a mapping of output name to values
+    from typing import Union
+
+    Outputs = Union[pd.DataFrame, dict[str, np.ndarray]]
 
 #: rows of the sample input the method is called on to infer its outputs
 SIGNATURE_SAMPLE_ROWS = 10
@@ -35,10 +43,11 @@ PICKLE_FILE = "model.pkl"
 class LoadedModel:
     """A model ready to serve: `call` takes and returns DataFrames shaped by the method signatures."""
 
-    def __init__(self, manifest: Manifest, model: Any, invoke: Invoke) -> None:
+    def __init__(self, manifest: Manifest, model: Any, invoke: Invoke, invoke_block: InvokeBlock | None = None) -> None:
         self.manifest = manifest
         self.model = model
         self._invoke = invoke
+        self._invoke_block = invoke_block
 
     def method(self, name: str) -> MethodSpec:
         """The method called ``name`` (``_`` or ``-``, any case); `UnknownMethod` lists the others."""
@@ -64,6 +73,26 @@ class LoadedModel:
         result = self._invoke(self.model, spec.target_method, frame, self.manifest.options)
         return conform_outputs(result, spec, len(frame))
 
+    def call_inputs(self, method_name: str, inputs: Inputs) -> Outputs:
+        """`call` on decoded inputs. A numeric block goes straight to the handler's array path when it
+        has one (no DataFrame either way for a single scalar output)."""
+        import numpy as np
+
+        spec = self.method(method_name)
+        types = {f.dtype for f in spec.inputs}
+        if inputs.block is not None and self._invoke_block is not None and len(inputs) and types <= {"DOUBLE"} | (
+                {"FLOAT"} if types == {"FLOAT"} else set()):
+            # column-major, as a DataFrame holds it: the same layout gives the same last bits as a frame
+            block = np.asfortranarray(inputs.block, dtype=np.float32 if types == {"FLOAT"} else np.float64)
+            result = self._invoke_block(self.model, spec.target_method, block, self.manifest.options)
+            if result is not NotImplemented:
+                rows = len(inputs.block)
+                if (isinstance(result, np.ndarray) and result.ndim == 1 and len(result) == rows
+                        and len(spec.outputs) == 1 and not spec.outputs[0].shape):
+                    return {spec.outputs[0].name: result}
+                return conform_outputs(result, spec, rows)
+        return self.call(method_name, inputs.frame)
+
 
 class ModelHandler:
     """One framework. Subclasses set `name` and `description` and implement the ``NotImplemented``
@@ -88,6 +117,12 @@ class ModelHandler:
         """Call ``method_name`` on a frame whose columns are the signature's inputs; return the raw
         result (DataFrame, Series, array, list). ``options`` are those `save` returned."""
         raise NotImplementedError
+
+    @classmethod
+    def invoke_block(cls, model: Any, method_name: str, block: np.ndarray, options: dict[str, Any]) -> Any:
+        """Call ``method_name`` on a float64 block (rows x inputs in signature order) when the framework
+        takes plain arrays, skipping the DataFrame; NotImplemented (the default) when it does not."""
+        return NotImplemented
 
     @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:
@@ -121,7 +156,8 @@ class ModelHandler:
     @classmethod
     def load(cls, package_dir: Path, manifest: Manifest) -> LoadedModel:
         model = cls.load_object(Path(package_dir) / MODEL_DIR, manifest.options)
-        return LoadedModel(manifest, model, cls.invoke)
+        block = cls.invoke_block if cls.invoke_block is not ModelHandler.invoke_block else None
+        return LoadedModel(manifest, model, cls.invoke, block)
 
     @classmethod
     def check_method(cls, model: Any, method_name: str) -> None:

@@ -76,6 +76,15 @@ class SklearnHandler(ModelHandler):
         return getattr(model, method_name)(features)
 
     @classmethod
+    def invoke_block(cls, model: Any, method_name: str, block: Any, options: dict[str, Any]) -> Any:
+        module = type(model).__module__
+        if options.get("input_ndim") == 1 or module.startswith(("sklearn.pipeline", "sklearn.compose")):
+            return NotImplemented
+        with warnings.catch_warnings():  # fitted on a DataFrame, called with its columns in order
+            warnings.filterwarnings("ignore", message=".*does not have valid feature names")
+            return getattr(model, method_name)(block)
+
+    @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:
         modules = ["sklearn"] + [type(e).__module__ for e in _estimators(model)]
         pins: list[str] = []

@@ -1,0 +1,246 @@
+"""MLflow's scoring protocol (``POST /invocations``), as MLflow's own scoring server and Databricks
+model serving speak it, without MLflow: a model environment has no MLflow unless the model does.
+
+Request bodies (content type ``application/json``), exactly one of::
+
+    {"dataframe_split": {"columns": [...], "data": [[...], ...], "index": [...]}}   columns optional
+    {"dataframe_records": [{"col": value, ...}, ...]}
+    {"instances": [{"col": value, ...}, ...]}  or  [[v1, v2, ...], ...]  or  [v, ...] (one input)
+    {"inputs": {"col": [values...], ...}}  or  {"col": value, ...} (one row)  or rows as for instances
+
+plus an optional ``"params": {...}`` object (accepted; handlers that take no parameters ignore it,
+as MLflow does), or CSV (``text/csv``, a header row of input names). The answer is
+``{"predictions": [...]}``: one value per row for a method with one output, a list per row for
+several positional outputs (``output_feature_0``, ``output_feature_1``, ... as a 2-D array gives
+them), an object per row for several named outputs (as a DataFrame gives them). Errors answer
+MLflow's body ``{"error_code": "BAD_REQUEST", "message": "..."}`` with status 400 (415 for a content
+type it does not read).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from duckserve.inference_server.decoding import (
+    Inputs,
+    all_float,
+    frame_from_columns,
+    frame_from_records,
+    frame_from_rows,
+    input_names,
+    loads,
+    split_matrix,
+)
+from duckserve.inference_server.errors import ProtocolError, ServerError
+from duckserve.inference_server.manifest import MethodSpec
+
+if TYPE_CHECKING:
+    from duckserve.inference_server.handlers.base import Outputs
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+CSV_CONTENT_TYPE = "text/csv"
+JSON_CONTENT_TYPE = "application/json"
+REQUIRED_INPUT_FORMAT = ("The input must be a JSON dictionary with exactly one of the input fields "
+                         "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}")
+_POSITIONAL = re.compile(r"output_feature_\d+")
+
+
+class UnsupportedMediaType(ProtocolError):
+    """The request's content type is neither JSON nor CSV (or not UTF-8)."""
+
+    status_code = 415
+
+
+def error_code(exc: ServerError) -> str:
+    """MLflow's error_code for one of our errors."""
+    return {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 415: "BAD_REQUEST", 429: "RESOURCE_EXHAUSTED",
+            503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}.get(exc.status_code, "INTERNAL_ERROR")
+
+
+def error_body(exc: ServerError) -> bytes:
+    return json.dumps({"error_code": error_code(exc), "message": str(exc)}).encode()
+
+
+def _media_type(content_type: str | None) -> str:
+    if not content_type:
+        return JSON_CONTENT_TYPE
+    parts = [p.strip() for p in content_type.split(";")]
+    mime = parts[0].lower()
+    for parameter in parts[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType("The scoring server only supports UTF-8")
+    if mime not in (JSON_CONTENT_TYPE, CSV_CONTENT_TYPE):
+        raise UnsupportedMediaType(f"This predictor only supports the following content types: "
+                                   f"{JSON_CONTENT_TYPE}, {CSV_CONTENT_TYPE}. Got '{content_type[:100]}'.")
+    return mime
+
+
+def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec) -> tuple[Inputs, Any]:
+    """The request as the method's inputs and the request's ``params`` (None without them)."""
+    if _media_type(content_type) == CSV_CONTENT_TYPE:
+        return _decode_csv(body, method), None
+    if all_float(method):
+        split = split_matrix(body, b"data", len(method.inputs))
+        if split is not None:
+            fast = _split_of_block(split, method)
+            if fast is not None:
+                return fast
+    try:
+        payload = loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"Ensure that input is a valid JSON formatted string. Error: '{exc}'") from None
+    if not isinstance(payload, dict):
+        got = "a list" if isinstance(payload, list) else f"unexpected input type '{type(payload).__name__}'"
+        raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received {got}.")
+    present = [key for key in FORMATS if key in payload]
+    if len(present) != 1:
+        raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: "
+                            f"{list(payload)[:20]}.")
+    params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ProtocolError(f"'params' must be a JSON object of parameter names and values, got "
+                            f"{type(params).__name__}")
+    key = present[0]
+    value = payload[key]
+    if key == "dataframe_split":
+        return _decode_split(value, method, body), params
+    if key == "dataframe_records":
+        if not isinstance(value, list):
+            raise ProtocolError(f"Dataframe records format must be a list of records. Got "
+                                f"{'dictionary' if isinstance(value, dict) else type(value).__name__}.")
+        return frame_from_records(value, method, "dataframe_records"), params
+    return _decode_tensor_style(value, method, key, body), params
+
+
+def _split_of_block(split: tuple[bytes, Any], method: MethodSpec) -> tuple[Inputs, Any] | None:
+    """A ``dataframe_split`` whose data `split_matrix` read as one block: its columns put in the
+    signature's order (None when the rest of the request is not that simple)."""
+    rest, block = split
+    try:
+        payload = loads(rest)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    value = payload.get("dataframe_split") if isinstance(payload, dict) else None
+    if (not isinstance(value, dict) or value.get("data") != [] or set(value) - {"columns", "data"}
+            or [k for k in FORMATS if k in payload] != ["dataframe_split"]):
+        return None
+    params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        return None
+    columns = value.get("columns")
+    if columns is None:
+        return Inputs(method, block=block), params
+    if not isinstance(columns, list) or len(columns) != block.shape[1]:
+        return None
+    folded = [str(c).lower() for c in columns]
+    if len(set(folded)) != len(folded):
+        return None
+    try:
+        order = [folded.index(f.name.lower()) for f in method.inputs]
+    except ValueError:
+        return None
+    return Inputs(method, block=block if order == list(range(len(order))) else block[:, order]), params
+
+
+def _decode_split(value: Any, method: MethodSpec, body: bytes) -> Inputs:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"Dataframe split format must be a dictionary. Got "
+                            f"{'list' if isinstance(value, list) else type(value).__name__}.")
+    keys = set(value)
+    if "data" not in keys or keys - {"columns", "data", "index"}:
+        raise ProtocolError(f"Dataframe split format must have 'data' field and optionally 'columns' and "
+                            f"'index' fields. Got {sorted(keys)}.")
+    data, columns = value["data"], value.get("columns")
+    if not isinstance(data, list):
+        raise ProtocolError(f"dataframe_split 'data' must be a list of rows, got {type(data).__name__}")
+    if columns is not None and not (isinstance(columns, list) and all(isinstance(c, (str, int)) for c in columns)):
+        raise ProtocolError("dataframe_split 'columns' must be a list of column names")
+    index = value.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise ProtocolError(f"dataframe_split 'index' must be a list of {len(data)} labels, one per row")
+    if data and all(type(row) is not list for row in data) and len(method.inputs) == 1:
+        data = [[v] for v in data]  # one column written as a flat list
+    return frame_from_rows(data, method, "dataframe_split.data", names=columns, body=body)
+
+
+def _decode_tensor_style(value: Any, method: MethodSpec, key: str, body: bytes) -> Inputs:
+    if isinstance(value, dict):
+        if value and all(not isinstance(v, (list, tuple, dict)) for v in value.values()):
+            return frame_from_records([value], method, key)  # one row given as an object of scalars
+        return frame_from_columns(value, method, key)
+    if not isinstance(value, list):
+        raise ProtocolError(f"'{key}' must be a list of rows or an object of columns, got {type(value).__name__}")
+    if not value:
+        return frame_from_rows(value, method, key)
+    if all(isinstance(v, dict) for v in value):
+        return frame_from_records(value, method, key)
+    if all(type(v) is list for v in value):
+        return frame_from_rows(value, method, key, body=body)
+    if len(method.inputs) == 1 and not any(isinstance(v, (list, dict)) for v in value):
+        return frame_from_rows([[v] for v in value], method, key)
+    raise ProtocolError(f"'{key}' must hold rows (lists of {input_names(method)}), records (objects) or "
+                        "columns (an object of lists)")
+
+
+def _decode_csv(body: bytes, method: MethodSpec) -> Inputs:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"Ensure that input is a valid UTF-8 encoded string. Error: '{exc}'") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise ProtocolError(f"Failed to parse input as a Pandas DataFrame: not valid CSV ({exc})") from None
+    rows = [row for row in rows if row]
+    if not rows:
+        raise ProtocolError("Failed to parse input as a Pandas DataFrame: the CSV has no header row; "
+                            f"write the column names first ({input_names(method)})")
+    names, records = rows[0], rows[1:]
+    for position, row in enumerate(records, start=2):
+        if len(row) != len(names):
+            raise ProtocolError(f"CSV line {position} has {len(row)} fields for {len(names)} columns")
+    features = {f.name.lower(): f for f in method.inputs}
+    columns: dict[str, list[Any]] = {}
+    for j, name in enumerate(names):
+        feature = features.get(name.strip().lower())
+        values = [row[j] for row in records]
+        columns[name.strip()] = [_csv_value(v, feature.dtype if feature else "STRING") for v in values]
+    return frame_from_columns(columns, method, "CSV")
+
+
+def _csv_value(text: str, dtype: str) -> Any:
+    """A CSV field as pandas' read_csv would read it for a column of that type (empty: missing)."""
+    if text == "":
+        return None
+    if dtype in ("STRING", "BYTES", "TIMESTAMP_NTZ"):
+        return text
+    if dtype == "BOOL":
+        folded = text.strip().lower()
+        return True if folded == "true" else False if folded == "false" else text
+    try:
+        return int(text) if dtype.startswith(("INT", "UINT")) else float(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # the type check names it
+
+
+def encode_predictions(out: Outputs, method: MethodSpec) -> bytes:
+    """``{"predictions": [...]}`` for the method's outputs."""
+    from duckserve.inference_server.datatypes import to_json_values
+
+    columns = [to_json_values(out[f.name], f) for f in method.outputs]
+    if len(columns) == 1:
+        predictions: list[Any] = columns[0]
+    elif all(_POSITIONAL.fullmatch(f.name) for f in method.outputs):
+        predictions = [list(row) for row in zip(*columns)]
+    else:
+        names = [f.name for f in method.outputs]
+        predictions = [dict(zip(names, row)) for row in zip(*columns)]
+    return json.dumps({"predictions": predictions}, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,324 @@
+"""Every HTTP client of a model, through a real ingress in front of a real instance: MLflow's
+scoring protocol compared with MLflow's own scoring server on the same model, the Open Inference
+Protocol driven by ``tritonclient[http]`` (JSON and binary tensors), and Snowflake's external
+function contract (its headers, a retried batch id, 202 and polling)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from duckserve.engine import access as A
+from duckserve.engine import tokens as T
+from duckserve.engine.account import Account
+from duckserve.engine.catalog import CatalogObject
+from duckserve.inference_server.handlers import save_package
+from duckserve.model import CustomModel, inference_api
+from tests.servers import Server, start_inference_server, start_ingress
+
+pytestmark = pytest.mark.xdist_group("server")
+
+DATABASE, SCHEMA, SERVICE = "DUCKSERVE", "PUBLIC", "CLIENTS_SVC"
+KEY = f"{DATABASE}.{SCHEMA}.{SERVICE}"
+
+
+class Slow(CustomModel):
+    """double(x) = 2x, after sleeping ``seconds``."""
+
+    @inference_api
+    def double(self, df: pd.DataFrame) -> pd.DataFrame:
+        import time as _time
+
+        if (df["seconds"] > 0).any():
+            _time.sleep(float(df["seconds"].max()))
+        return pd.DataFrame({"doubled": df["x"] * 2})
+
+
+@dataclass
+class World:
+    features: pd.DataFrame
+    model: Any
+    secret: str
+    ingress: Server
+    instance: Server
+    mlflow: Server
+    slow_ingress: Server
+    slow_instance: Server
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f'Snowflake Token="{self.secret}"'}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mlflow_server(model_dir: Path, workdir: Path) -> Server:
+    """MLflow's own scoring server (``mlflow models serve`` runs the same uvicorn app)."""
+    port = _free_port()
+    log_path = workdir / "mlflow.log"
+    env = {"__pyfunc_model_path__": str(model_dir), "PATH": "/usr/bin:/bin"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+                                    "--log-level", "warning", "mlflow.pyfunc.scoring_server.app:app"],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = Server("mlflow", process, log_path, port)
+    deadline = time.monotonic() + 120
+    with httpx.Client(trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"MLflow's scoring server exited:\n{server.log()}")
+            try:
+                if client.get(server.url + "/ping").status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    server.stop()
+    pytest.fail(f"MLflow's scoring server did not start:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    base = tmp_path_factory.mktemp("clients")
+    rng = np.random.default_rng(11)
+    features = pd.DataFrame(rng.normal(size=(40, 3)), columns=["F1", "F2", "F3"])
+    labels = (features["F1"] - features["F2"] + 0.3 * features["F3"] > 0).astype(int)
+    model = LogisticRegression().fit(features, labels)
+    save_package(model, base / "package", name="CLASSIFIER", version="V1", sample_input=features.head(5))
+    mlflow.sklearn.save_model(model, str(base / "mlflow_model"), serialization_format="cloudpickle",
+                              signature=infer_signature(features, model.predict(features)))
+    slow = Slow()
+    save_package(slow, base / "slow", name="SLOW", version="V1",
+                 sample_input=pd.DataFrame({"x": [1.0, 2.0], "seconds": [0.0, 0.0]}))
+
+    account = Account(base / "home")
+    admin = account.open_session()
+    secret = str(T.add_token(account, admin, "ADMIN", "CLIENTS").rows[0][1])
+    servers: list[Server] = []
+    try:
+        instance = start_inference_server(base / "package", base / "run", "instance", service=KEY)
+        servers.append(instance)
+        slow_instance = start_inference_server(base / "slow", base / "run", "slow_instance",
+                                               service=f"{DATABASE}.{SCHEMA}.SLOW_SVC")
+        servers.append(slow_instance)
+        for name, server in ((SERVICE, instance), ("SLOW_SVC", slow_instance)):
+            account.catalog.insert(CatalogObject(A.SERVICE, name, owner=A.ACCOUNTADMIN, database=DATABASE,
+                                                 schema=SCHEMA, props={"status": "RUNNING", "instances": [
+                                                     {"instance_id": 0, "handle": {"port": server.port}}]}))
+        ingress = start_ingress(base / "home", KEY, base / "run")
+        servers.append(ingress)
+        slow_ingress = start_ingress(base / "home", f"{DATABASE}.{SCHEMA}.SLOW_SVC", base / "run", "slow_ingress",
+                                     extra=["--async-after", "0.5"])
+        servers.append(slow_ingress)
+        mlflow_server = start_mlflow_server(base / "mlflow_model", base)
+        servers.append(mlflow_server)
+        yield World(features, model, secret, ingress, instance, mlflow_server, slow_ingress, slow_instance)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def post(url: str, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json",
+         raw: bytes | None = None) -> httpx.Response:
+    content = raw if raw is not None else json.dumps(body).encode()
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        return client.post(url, content=content, headers={"content-type": content_type, **(headers or {})})
+
+
+# -- MLflow's scoring protocol ------------------------------------------------------------------
+
+def mlflow_bodies(features: pd.DataFrame) -> dict[str, Any]:
+    rows = features.to_numpy().tolist()
+    return {
+        "dataframe_split": {"dataframe_split": {"columns": list(features.columns), "data": rows}},
+        "dataframe_split, columns reordered": {"dataframe_split": {
+            "columns": ["F3", "F1", "F2"], "data": features[["F3", "F1", "F2"]].to_numpy().tolist()}},
+        "dataframe_split with index": {"dataframe_split": {"columns": list(features.columns), "data": rows,
+                                                           "index": list(range(100, 100 + len(rows)))}},
+        "dataframe_records": {"dataframe_records": features.to_dict(orient="records")},
+        "instances as records": {"instances": features.to_dict(orient="records")},
+        "inputs as columns": {"inputs": features.to_dict(orient="list")},
+        "inputs as one record": {"inputs": features.iloc[0].to_dict()},
+        "with params": {"dataframe_split": {"columns": list(features.columns), "data": rows}, "params": {}},
+    }
+
+
+@pytest.mark.parametrize("form", list(mlflow_bodies(pd.DataFrame({"F1": [0.0], "F2": [0.0], "F3": [0.0]}))))
+def test_mlflow_formats_answer_as_mlflows_own_scoring_server(world: World, form: str) -> None:
+    body = mlflow_bodies(world.features)[form]
+    expected = post(world.mlflow.url + "/invocations", body)
+    assert expected.status_code == 200, expected.text
+    for url in (world.ingress.url + "/invocations", world.ingress.url + f"/serving-endpoints/{SERVICE.lower()}/invocations",
+                world.instance.url + "/invocations"):
+        got = post(url, body, world.auth)
+        assert got.status_code == 200, got.text
+        assert got.json() == expected.json(), url
+    assert "predictions" in expected.json()
+
+
+def test_mlflow_csv_answers_as_mlflows_own_scoring_server(world: World) -> None:
+    text = world.features.to_csv(index=False).encode()
+    expected = post(world.mlflow.url + "/invocations", None, content_type="text/csv", raw=text)
+    got = post(world.ingress.url + "/invocations", None, world.auth, content_type="text/csv", raw=text)
+    assert expected.status_code == got.status_code == 200, (expected.text, got.text)
+    assert got.json() == expected.json()
+
+
+@pytest.mark.parametrize("body", [{"data": [[1, 2, 3]]}, {"dataframe_split": {"data": []}, "instances": []}, [1, 2],
+                                  {"dataframe_split": [[1, 2, 3]]}, {"dataframe_records": {"F1": 1}}])
+def test_mlflow_bad_requests_get_the_same_kind_of_400(world: World, body: Any) -> None:
+    expected = post(world.mlflow.url + "/invocations", body)
+    got = post(world.ingress.url + "/invocations", body, world.auth)
+    assert expected.status_code == got.status_code == 400, (expected.text, got.text)
+    assert got.json()["error_code"] == expected.json()["error_code"] == "BAD_REQUEST"
+    formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
+    if not isinstance(body, dict) or len([k for k in body if k in formats]) != 1:
+        for key in formats:
+            assert key in got.json()["message"], got.text
+
+
+def test_mlflow_other_method_and_content_types(world: World) -> None:
+    rows = world.features.head(4).to_numpy().tolist()
+    body = {"dataframe_split": {"columns": ["F1", "F2", "F3"], "data": rows}}
+    got = post(world.ingress.url + "/invocations?method=predict_proba", body, world.auth)
+    assert got.status_code == 200, got.text
+    np.testing.assert_allclose(np.array(got.json()["predictions"]), world.model.predict_proba(world.features.head(4)))
+    unsupported = post(world.ingress.url + "/invocations", None, world.auth, content_type="text/plain", raw=b"x")
+    assert unsupported.status_code == 415 and unsupported.json()["error_code"] == "BAD_REQUEST"
+    wrong_endpoint = post(world.ingress.url + "/serving-endpoints/other/invocations", body, world.auth)
+    assert wrong_endpoint.status_code == 404 and "CLIENTS_SVC" in wrong_endpoint.json()["error"]
+
+
+# -- the Open Inference Protocol, with Triton's client --------------------------------------------
+
+def triton(world: World) -> Any:
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(url=f"127.0.0.1:{world.ingress.port}")
+
+
+def test_tritonclient_health_and_metadata(world: World) -> None:
+    client = triton(world)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(SERVICE, headers=world.auth)
+    metadata = client.get_model_metadata(SERVICE, headers=world.auth)
+    assert metadata["name"] == SERVICE and metadata["versions"] == ["V1"]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
+        ("F1", "FP64", [-1]), ("F2", "FP64", [-1]), ("F3", "FP64", [-1])]
+    assert metadata["outputs"][0]["datatype"] == "INT64"
+    proba = client.get_model_metadata(SERVICE, headers=world.auth, query_params={"method": "predict_proba"})
+    assert [t["name"] for t in proba["outputs"]] == ["output_feature_0", "output_feature_1"]
+    with pytest.raises(Exception, match="401|token"):
+        client.get_model_metadata(SERVICE)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_infer_json_and_binary_tensors(world: World, binary: bool) -> None:
+    import tritonclient.http as httpclient
+
+    client = triton(world)
+    frame = world.features
+    inputs = []
+    for name in frame.columns:
+        tensor = httpclient.InferInput(name, [len(frame)], "FP64")
+        tensor.set_data_from_numpy(frame[name].to_numpy(), binary_data=binary)
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput("output_feature_0", binary_data=binary)]
+    result = client.infer(SERVICE, inputs, outputs=outputs, headers=world.auth, request_id="r1")
+    assert result.get_response()["id"] == "r1"
+    np.testing.assert_array_equal(result.as_numpy("output_feature_0"), world.model.predict(frame))
+    # one [rows, 3] FP32 tensor, and another method through the parameters
+    matrix = httpclient.InferInput("input__0", [len(frame), 3], "FP32")
+    matrix.set_data_from_numpy(frame.to_numpy(dtype=np.float32), binary_data=binary)
+    result = client.infer(SERVICE, [matrix], headers=world.auth, parameters={"method": "predict_proba"})
+    expected = world.model.predict_proba(frame.to_numpy(dtype=np.float32).astype(np.float64))
+    np.testing.assert_allclose(result.as_numpy("output_feature_1"), expected[:, 1], rtol=1e-6)
+
+
+def test_v2_errors_are_4xx_with_a_message(world: World) -> None:
+    url = world.ingress.url + f"/v2/models/{SERVICE}/infer"
+    for body in ({"inputs": [{"name": "F1", "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+                 {"inputs": [{"name": "F1", "shape": [2], "datatype": "FP64", "data": [1.0]}] * 3},
+                 {"inputs": "x"}, {"inputs": [{"name": "F1", "shape": [1], "datatype": "FP99", "data": [1]}]}):
+        answer = post(url, body, world.auth)
+        assert answer.status_code == 400 and answer.json()["error"], answer.text
+    unknown = post(world.ingress.url + "/v2/models/nope/infer", {"inputs": []}, world.auth)
+    assert unknown.status_code == 404
+
+
+# -- Snowflake's external-function contract -----------------------------------------------------
+
+def snowflake_headers(world: World, batch: str) -> dict[str, str]:
+    return {**world.auth, "sf-external-function-format": "json", "sf-external-function-format-version": "1.0",
+            "sf-external-function-current-query-id": "01b2-query", "sf-external-function-query-batch-id": batch,
+            "sf-external-function-name": "DOUBLE", "sf-external-function-name-base64": "RE9VQkxF",
+            "sf-external-function-signature": "(X FLOAT, SECONDS FLOAT)",
+            "sf-external-function-return-type": "FLOAT", "sf-context-current-user": "SOMEONE"}
+
+
+def test_snowflake_headers_and_a_retried_batch_computed_once(world: World) -> None:
+    body = {"data": [[0, 1.5, 0.0], [1, 2.0, 0.0]]}
+    headers = snowflake_headers(world, "batch-retried-1")
+    first = post(world.slow_ingress.url + "/double", body, headers)
+    again = post(world.slow_ingress.url + "/double", body, headers)
+    assert first.status_code == again.status_code == 200, first.text
+    assert first.json() == again.json() == {"data": [[0, 3.0], [1, 4.0]]}
+    assert world.slow_instance.log().count("POST /double rows=2") == 1
+    wrong = post(world.slow_ingress.url + "/double", body, {**headers, "sf-external-function-format-version": "2.0"})
+    assert wrong.status_code == 400 and "1.0" in wrong.json()["error"]
+
+
+def test_snowflake_long_batch_answers_202_then_polls_with_get(world: World) -> None:
+    headers = snowflake_headers(world, "batch-slow-1")
+    accepted = post(world.slow_ingress.url + "/double", {"data": [[0, 4.0, 2.0]]}, headers)
+    assert accepted.status_code == 202, accepted.text
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        assert client.get(world.slow_ingress.url + "/double", headers=headers).status_code == 202
+        deadline = time.monotonic() + 30
+        while True:
+            polled = client.get(world.slow_ingress.url + "/double", headers=headers)
+            if polled.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert polled.status_code == 200 and polled.json() == {"data": [[0, 8.0]]}
+        unknown = client.get(world.slow_ingress.url + "/double", headers={**headers,
+                                                                        "sf-external-function-query-batch-id": "none"})
+        assert unknown.status_code == 404
+        no_batch = client.get(world.slow_ingress.url + "/double", headers=world.auth)
+        assert no_batch.status_code == 405
+
+
+def test_gzip_request_bodies(world: World) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps({"data": [[0, 1.0, 0.0]]}).encode())
+    answer = post(world.slow_ingress.url + "/double", None, {**world.auth, "content-encoding": "gzip"}, raw=body)
+    assert answer.status_code == 200 and answer.json() == {"data": [[0, 2.0]]}, answer.text
+
+
+def test_openapi_document_lists_every_route(world: World) -> None:
+    with httpx.Client(trust_env=False) as client:
+        document = client.get(world.ingress.url + "/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    for path in ("/invocations", "/serving-endpoints/{endpoint}/invocations", "/v2/models/{model}/infer", "/{method}"):
+        assert path in document["paths"]
