@@ -14,6 +14,24 @@ apilevel = "2.0"
 threadsafety = 1
 paramstyle = "qmark"
 
+from duckserve.dbapi import (  # noqa: E402 - PEP 249 type objects and constructors (no duckdb import)
+    BINARY,
+    DATETIME,
+    NUMBER,
+    ROWID,
+    STRING,
+    Binary,
+    Date,
+    DateFromTicks,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+)
+
+__all__ = ["BINARY", "DATETIME", "NUMBER", "ROWID", "STRING", "Binary", "Date", "DateFromTicks", "Time",
+           "TimeFromTicks", "Timestamp", "TimestampFromTicks", "apilevel", "connect", "paramstyle", "threadsafety"]
+
 if TYPE_CHECKING:
     from duckserve.sql.connection import Connection
 

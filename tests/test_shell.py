@@ -221,7 +221,7 @@ def test_terminal_multiline_completion_formats_and_history(tty: Any, tmp_path: P
     term = tty()
     term.type("CREATE TABLE orders AS SELECT range AS order_id, range * 2.5 AS amount FROM range(4);")
     term.send("enter")
-    term.expect(r"Count.*?1 row")
+    term.expect(r"Statement executed, 4 rows changed")
     # a statement over several lines runs when a line ends with ';'
     term.type("SELECT order_id,")
     term.send("enter")

@@ -45,8 +45,8 @@ def run_script(connection: Any, sql: str, fmt: str, out: TextIO) -> bool:
         except Error as exc:
             print(f"error: {exc}", file=sys.stderr)
             return False
-        if result.table is not None:
-            write_result(result.table, fmt, out, result.seconds if fmt == "table" else None)
+        if result.has_rows:
+            write_result(result.arrow_table(), fmt, out, result.seconds if fmt == "table" else None)
     return True
 
 
@@ -54,7 +54,7 @@ def _connect(args: argparse.Namespace) -> Any:
     import duckserve
 
     return duckserve.connect(args.database, home=args.home, user=args.user, role=args.role,
-                             warehouse=args.warehouse)
+                             warehouse=args.warehouse, python_variables=False)
 
 
 def _shell(connection: Any, args: argparse.Namespace, interactive: bool | None) -> int:

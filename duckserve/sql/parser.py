@@ -77,10 +77,12 @@ PAT_PROPERTIES = {"ROLE_RESTRICTION": "word", "DAYS_TO_EXPIRY": "int", "MINS_TO_
 class Stream:
     """A cursor over one statement's tokens with the helpers the parse functions need."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, duckdb_sees: Callable[[str], bool] | None = None) -> None:
         self.source = source
         self.tokens = source.tokens
         self.i = 0
+        #: whether DuckDB would read a bare name as one of its tables or views (or a Python variable)
+        self.duckdb_sees = duckdb_sees or (lambda name: False)
 
     # -- looking --------------------------------------------------------------------------------
     def peek(self, k: int = 0) -> Token | None:
@@ -518,9 +520,35 @@ def _is_create(s: Stream) -> bool:
                if kind in CREATE_KINDS)
 
 
-def _follows_kind(kinds: tuple[str, ...]) -> Callable[[Stream], bool]:
-    return lambda s: any(all(s.word(1 + j) == w for j, w in enumerate(words)) for words, kind in KIND_WORDS
-                         if kind in kinds)
+def _follows_kind(kinds: tuple[str, ...], named: bool = False) -> Callable[[Stream], bool]:
+    """``VERB <kind words>`` (``named``: and a name after them, so ``DESCRIBE user`` stays DuckDB's)."""
+    def test(s: Stream) -> bool:
+        for words, kind in KIND_WORDS:
+            if kind in kinds and all(s.word(1 + j) == w for j, w in enumerate(words)):
+                return not named or _is_name(s.peek(1 + len(words)))
+        return False
+    return test
+
+
+def _is_name(token: Token | None) -> bool:
+    return token is not None and (token.token_type == TokenType.IDENTIFIER or bool(_WORD.match(token.text))) \
+        and token.token_type not in _LITERAL_TYPES - {TokenType.IDENTIFIER}
+
+
+def _is_use(s: Stream) -> bool:
+    """``USE ROLE r`` is ours; ``USE role`` (DuckDB's catalog named role) and ``USE database.s`` are DuckDB's."""
+    return s.word(1) in ("ROLE", "WAREHOUSE", "DATABASE", "SCHEMA", "SECONDARY") and _is_name(s.peek(2))
+
+
+def _is_show(s: Stream) -> bool:
+    """One of our SHOW forms; the bare ``SHOW <word>`` (DuckDB's DESCRIBE of a table) is DuckDB's when
+    DuckDB sees a table, view or Python variable of that name."""
+    skip = 1 if s.word(1) == "TERSE" else 0
+    for words in SHOW_WHATS:
+        if all(s.word(1 + skip + j) == w for j, w in enumerate(words)):
+            bare = not skip and len(words) == 1 and len(s.tokens) == 2
+            return not (bare and s.duckdb_sees(s.tokens[1].text))
+    return False
 
 
 #: leading word -> (is this statement ours?, parse function)
@@ -528,27 +556,34 @@ STATEMENT_PARSERS: dict[str, tuple[Callable[[Stream], bool], Callable[[Stream], 
     "CREATE": (_is_create, parse_create),
     "ALTER": (_follows_kind(ALTER_KINDS), parse_alter),
     "DROP": (_follows_kind(DROP_KINDS), parse_drop),
-    "SHOW": (lambda s: any(all(s.word(1 + j + (1 if s.word(1) == "TERSE" else 0)) == w for j, w in enumerate(ws))
-                           for ws in SHOW_WHATS), parse_show),
-    "DESCRIBE": (_follows_kind(DESCRIBE_KINDS), parse_describe),
-    "DESC": (_follows_kind(DESCRIBE_KINDS), parse_describe),
-    "USE": (lambda s: s.word(1) in ("ROLE", "WAREHOUSE", "DATABASE", "SCHEMA", "SECONDARY"), parse_use),
+    "SHOW": (_is_show, parse_show),
+    "DESCRIBE": (_follows_kind(DESCRIBE_KINDS, named=True), parse_describe),
+    "DESC": (_follows_kind(DESCRIBE_KINDS, named=True), parse_describe),
+    "USE": (_is_use, parse_use),
     "GRANT": (lambda s: True, parse_grant),
     "REVOKE": (lambda s: True, parse_grant),
     "CALL": (lambda s: s.word(1).startswith("SYSTEM$"), parse_call),
 }
 
 
-def is_ours(source: Source) -> bool:
-    """Whether the statement is one of duckserve's (without parsing it whole)."""
-    s = Stream(source)
+#: words without which a script holds nothing of ours: our statements' leading words, the
+#: rewritten calls (``svc!m(``, ``RESULT_SCAN``) and the transaction statements the connection follows
+MAY_BE_OURS = re.compile(r"!\s*[\w\"]|\b(?:" + "|".join([*STATEMENT_PARSERS, "RESULT_SCAN", "BEGIN", "START", "COMMIT",
+                                                         "END", "ROLLBACK", "ABORT"]).replace("$", r"\$")
+                         + r")\b", re.IGNORECASE)
+
+
+def is_ours(source: Source, duckdb_sees: Callable[[str], bool] | None = None) -> bool:
+    """Whether the statement is one of duckserve's (without parsing it whole). Where a form is both
+    ours and DuckDB's, DuckDB's wins: see ``_is_show``, ``_is_use`` and ``_follows_kind``."""
+    s = Stream(source, duckdb_sees)
     entry = STATEMENT_PARSERS.get(s.word())
     return entry is not None and entry[0](s)
 
 
-def parse(source: Source) -> S.Statement | None:
+def parse(source: Source, duckdb_sees: Callable[[str], bool] | None = None) -> S.Statement | None:
     """The typed statement, or None when the statement is DuckDB's."""
-    if not is_ours(source):
+    if not is_ours(source, duckdb_sees):
         return None
     s = Stream(source)
     statement = STATEMENT_PARSERS[s.word()][1](s)

@@ -28,11 +28,12 @@ class Context(Protocol):
     """What rewrites may ask of the connection."""
 
     def materialize(self, statement: Statement) -> str | None:
-        """Run one of our statements (e.g. SHOW ...) and return a relation name for its result,
-        or None when the statement is not ours."""
+        """Run one of our statements (e.g. SHOW ...) and return the name its result reads under in
+        this statement (a Python variable of the statement's own, no catalog object), or None when
+        the statement is not ours."""
 
     def result_relation(self, reference: str | int) -> str:
-        """A relation name for an earlier query's result: a query id, or LAST_QUERY_ID(n)'s n."""
+        """The name an earlier query's result reads under: a query id, or LAST_QUERY_ID(n)'s n."""
 
 
 def _word(token: Token) -> str:
@@ -105,8 +106,29 @@ REWRITES: list[Callable[[Statement, Context], list[Edit]]] = [
 ]
 
 
-def apply(statement: Statement, edits: list[Edit]) -> str:
-    text, base = statement.text, statement.offset
+def applies(statement: Statement) -> bool:
+    """Whether one of REWRITES may change the statement (it mentions RESULT_SCAN or ``(SHOW`` of ours)."""
+    from duckserve.sql import parser
+
+    tokens = statement.tokens
+    for i, token in enumerate(tokens):
+        word = _word(token)
+        if word == "RESULT_SCAN" and i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
+            return True
+        if token.token_type == TokenType.L_PAREN and i + 1 < len(tokens) and _word(tokens[i + 1]) in (
+                "SHOW", "DESCRIBE", "DESC"):
+            j = matching_paren(tokens, i)
+            begin = tokens[i + 1].start
+            inner = Statement(statement.script[begin:tokens[j - 1].end + 1], tokens[i + 1:j], begin, statement.script)
+            if parser.is_ours(inner):
+                return True
+    return False
+
+
+def apply(statement: Statement, edits: list[Edit], text: str | None = None, base: int | None = None) -> str:
+    """The statement's text (or ``text``, which starts at script offset ``base``) with the edits made."""
+    if text is None or base is None:
+        text, base = statement.text, statement.offset
     for edit in sorted(edits, key=lambda e: e.start, reverse=True):
         text = text[: edit.start - base] + edit.text + text[edit.end - base:]
     return text

@@ -425,29 +425,27 @@ class Shell:
             self.queries.append(QueryRecord("", statement.text, "FAILED", 0, seconds, str(exc)))
             return self._failed(str(exc), origin, line)
         result: Result = box["result"]
-        self.queries.append(QueryRecord(result.query_id, statement.text, "SUCCESS", result.rowcount, seconds))
         self.show(result)
+        self.queries.append(QueryRecord(result.query_id, statement.text, "SUCCESS", result.rowcount, seconds))
         return True
 
     def _interrupt(self) -> None:
-        self.connection.functions.cancel()
-        try:
-            self.connection.duckdb.interrupt()
-        except Exception:  # noqa: BLE001 - a closed or idle connection has nothing to interrupt
-            pass
+        self.connection.interrupt()
 
     def show(self, result: Result) -> None:
         settings = self.settings
         seconds = result.seconds if settings.timing else None
-        if result.table is None:
-            self.note("Statement executed" + (f" ({seconds:.3f} s)" if seconds is not None else ""))
+        if not result.has_rows:
+            changed = f", {formatting.row_count(result.rowcount)} changed" if result.rowcount >= 0 else ""
+            self.note("Statement executed" + changed + (f" ({seconds:.3f} s)" if seconds is not None else ""))
             return
         fmt = settings.output_format
-        text = formatting.render(result.table, fmt, settings.format_options(), seconds)
+        table = result.arrow_table()
+        text = formatting.render(table, fmt, settings.format_options(), seconds)
         if text:
             self.write(text)
         if fmt != "table":
-            self.note(formatting.row_count(result.table.num_rows, seconds))
+            self.note(formatting.row_count(table.num_rows, seconds))
 
     # -- commands ---------------------------------------------------------------------------------
     def run_command(self, line: str) -> bool:
