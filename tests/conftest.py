@@ -63,7 +63,8 @@ def home(tmp_path: Path) -> Path:
 def conn(home: Path) -> Iterator[Any]:
     connection = duckserve.connect(home=str(home))
     yield connection
-    connection.close()
+    if not connection.closed:
+        connection.close()
 
 
 def rows(connection: Any, sql: str) -> list[dict[str, Any]]:

@@ -221,7 +221,7 @@ class Connection:
         scope = python_scope.caller_scope() if self.python_variables else python_scope.EMPTY
         with self._lock:
             self.functions.begin()
-            if not parser.MAY_BE_OURS.search(sql):
+            if not parser.may_be_ours(sql):
                 return [self._run_duckdb(sql, parameters, scope)]
             try:
                 statements = splitter.split(sql)

@@ -222,9 +222,11 @@ class DuckDBResult(Result):
     @property
     def rowcount(self) -> int:  # type: ignore[override]
         """-1 until every row has been read (the count is not known before), then the number of rows."""
-        if self._rowcount >= 0 or not self.exhausted:
+        if self._rowcount >= 0:
             return self._rowcount
-        return self._read
+        if self._buffer is not None:  # read out, or put aside: every row is known
+            return self._read + len(self._buffer)
+        return self._read if self.exhausted else -1
 
     @rowcount.setter
     def rowcount(self, value: int) -> None:
