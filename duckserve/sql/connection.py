@@ -424,13 +424,16 @@ class Connection:
         def first_pass() -> None:
             con = self._duckdb
             arguments = (text,) if parameters is None else (text, parameters)
-            python_scope.call(con.execute, *arguments, scope=scope, sources=sources)
-            if con.description:
-                reader = arrow_reader(con, BATCH_ROWS)
-                if reader is not None:
-                    for _ in reader:
-                        pass
-                    reader.close()
+            try:
+                python_scope.call(con.execute, *arguments, scope=scope, sources=sources)
+                if con.description:
+                    reader = arrow_reader(con, BATCH_ROWS)
+                    if reader is not None:
+                        for _ in reader:
+                            pass
+                        reader.close()
+            except duckdb.Error as exc:
+                raise self._translate(exc, text) from exc
 
         # the service's instances compute while this pass scans: leave them half the cores
         try:
