@@ -133,3 +133,25 @@ def test_statements_without_rows_have_no_result_set(conn: Any) -> None:
     conn.close()
     with pytest.raises(errors.InterfaceError):
         conn.close()
+
+
+def test_autocommit_off_opens_a_transaction(conn: Any) -> None:
+    conn.execute("CREATE TABLE t (i INTEGER)")
+    conn.autocommit = False
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    conn.execute("INSERT INTO t VALUES (2)")
+    conn.commit()
+    conn.autocommit = True
+    assert conn.execute("SELECT i FROM t").fetchall() == [(2,)]
+
+
+def test_pandas_is_duckdbs_dataframe(conn: Any) -> None:
+    sql = "SELECT TIMESTAMP '2024-01-01 10:00' AS ts, 1.5::DECIMAL(4,1) AS d, [1, 2] AS l"
+    expected = duckdb.connect().execute(sql).df()
+    assert conn.execute(sql).fetch_pandas_all().equals(expected)
+    cursor = conn.execute(sql)
+    conn.execute("SELECT 1")  # the rows go aside as Arrow; pandas still comes from DuckDB
+    got = cursor.fetch_pandas_all()
+    assert list(got.dtypes) == list(expected.dtypes) and repr(got.to_dict("list")) == repr(expected.to_dict("list"))

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow as pa
 
 from duckserve.errors import Error
+
+if TYPE_CHECKING:
+    from duckserve.sql import formatting
 
 MAX_CELL = 60
 
@@ -22,7 +25,7 @@ def format_table(table: pa.Table, seconds: float | None = None) -> str:
     return formatting.format_table(table, formatting.FormatOptions(max_cell_width=MAX_CELL), seconds)
 
 
-def write_result(table: pa.Table, fmt: str, out: TextIO, seconds: float | None = None) -> None:
+def write_result(table: formatting.Printable, fmt: str, out: TextIO, seconds: float | None = None) -> None:
     from duckserve.sql import formatting
 
     text = formatting.render(table, fmt, formatting.FormatOptions(max_cell_width=MAX_CELL), seconds)
@@ -32,7 +35,7 @@ def write_result(table: pa.Table, fmt: str, out: TextIO, seconds: float | None =
 
 def run_script(connection: Any, sql: str, fmt: str, out: TextIO) -> bool:
     """Run a script statement by statement; print each result; False after the first error."""
-    from duckserve.sql import splitter
+    from duckserve.sql import formatting, splitter
 
     try:
         statements = splitter.split(sql)
@@ -46,7 +49,9 @@ def run_script(connection: Any, sql: str, fmt: str, out: TextIO) -> bool:
             print(f"error: {exc}", file=sys.stderr)
             return False
         if result.has_rows:
-            write_result(result.arrow_table(), fmt, out, result.seconds if fmt == "table" else None)
+            assert result.description is not None
+            write_result(formatting.Grid.of(result.description, result.fetchall()), fmt, out,
+                         result.seconds if fmt == "table" else None)
     return True
 
 

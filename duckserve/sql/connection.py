@@ -248,9 +248,12 @@ class Connection:
         scope = python_scope.caller_scope() if self.python_variables else python_scope.EMPTY
         if name in scope[1] or name in scope[0]:
             return True
-        found = self.duckdb.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE lower(table_name) = lower($1) UNION ALL "
-            "SELECT 1 FROM duckdb_views() WHERE lower(view_name) = lower($1) LIMIT 1", [name.strip('"')]).fetchall()
+        try:
+            found = self.duckdb.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE lower(table_name) = lower($1) UNION ALL "
+                "SELECT 1 FROM duckdb_views() WHERE lower(view_name) = lower($1) LIMIT 1", [name.strip('"')]).fetchall()
+        except duckdb.Error:  # an aborted transaction answers nothing: the statement is ours
+            return False
         return bool(found)
 
     def run_statement(self, statement: splitter.Statement, parameters: Parameters = None,

@@ -1,7 +1,9 @@
 """Results as text: aligned tables, csv, tsv, json, json lines, markdown and vertical records.
 
-One function, ``render``, turns an Arrow table into text in any of ``FORMATS``; the command line,
-the shell and the project runner all print through it.
+One function, ``render``, turns a result into text in any of ``FORMATS``; the command line,
+the shell and the project runner all print through it. A result is a ``Grid`` (column names, which
+are numeric, Python rows): a statement's rows as the cursor returns them (``Grid.of``), or an
+Arrow table the shell builds itself.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import datetime
 import decimal
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -94,10 +97,39 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _rows(table: pa.Table, limit: int | None = None) -> list[tuple[Any, ...]]:
-    if limit is not None and table.num_rows > limit:
-        table = table.slice(0, limit)
-    return list(zip(*(c.to_pylist() for c in table.columns))) if table.num_columns else []
+_NUMERIC_TYPES = re.compile(r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|BIGNUM|DECIMAL.*|FLOAT|DOUBLE)$")
+
+
+@dataclass
+class Grid:
+    """What a formatter prints: column names, whether each is numeric, and the rows."""
+
+    names: list[str]
+    numeric: list[bool]
+    rows: list[tuple[Any, ...]]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def of(cls, description: Sequence[tuple[Any, ...]], rows: list[tuple[Any, ...]]) -> Grid:
+        """A statement's rows, as its cursor fetched them, with its DB-API description."""
+        return cls([d[0] for d in description], [bool(_NUMERIC_TYPES.match(str(d[1]))) for d in description], rows)
+
+
+Printable: TypeAlias = "Grid | pa.Table"
+
+
+def grid(data: Printable) -> Grid:
+    if isinstance(data, Grid):
+        return data
+    rows = list(zip(*(c.to_pylist() for c in data.columns))) if data.num_columns else []
+    return Grid(data.column_names, [is_numeric(f.type) for f in data.schema], rows)
+
+
+def _rows(table: Grid, limit: int | None = None) -> list[tuple[Any, ...]]:
+    return table.rows if limit is None else table.rows[:limit]
 
 
 def row_count(n: int, seconds: float | None = None) -> str:
@@ -106,12 +138,13 @@ def row_count(n: int, seconds: float | None = None) -> str:
     return text + (f" ({seconds:.3f} s)" if seconds is not None else "")
 
 
-def format_table(table: pa.Table, options: FormatOptions | None = None, seconds: float | None = None,
+def format_table(data: Printable, options: FormatOptions | None = None, seconds: float | None = None,
                  footer: bool = True) -> str:
     """An aligned text table (numbers right-aligned) with a row count and, when given, the time."""
+    table = grid(data)
     options = options or FormatOptions()
-    names = table.column_names
-    numeric = [is_numeric(f.type) for f in table.schema]
+    names = table.names
+    numeric = table.numeric
     shown = _rows(table, options.max_rows)
     cells = [[truncate(cell_text(v, options.null), options.max_cell_width) for v in row] for row in shown]
     heads = [truncate(n, options.max_cell_width) for n in names]
@@ -135,10 +168,11 @@ def format_table(table: pa.Table, options: FormatOptions | None = None, seconds:
     return "\n".join(out)
 
 
-def format_vertical(table: pa.Table, options: FormatOptions | None = None) -> str:
+def format_vertical(data: Printable, options: FormatOptions | None = None) -> str:
     """One block per record, a column per line (psql's expanded display)."""
+    table = grid(data)
     options = options or FormatOptions()
-    names = table.column_names
+    names = table.names
     width = max((display_width(n) for n in names), default=0)
     out = []
     for i, row in enumerate(_rows(table, options.max_rows), start=1):
@@ -149,17 +183,18 @@ def format_vertical(table: pa.Table, options: FormatOptions | None = None) -> st
     return "\n".join(out)
 
 
-def format_markdown(table: pa.Table, options: FormatOptions | None = None) -> str:
+def format_markdown(data: Printable, options: FormatOptions | None = None) -> str:
     """A GitHub-flavoured markdown table; ``|`` inside cells is escaped."""
+    table = grid(data)
     options = options or FormatOptions()
 
     def esc(text: str) -> str:
         return text.replace("|", "\\|")
 
-    names = table.column_names
+    names = table.names
     if not names:
         return ""
-    numeric = [is_numeric(f.type) for f in table.schema]
+    numeric = table.numeric
     out = ["| " + " | ".join(esc(n) for n in names) + " |",
            "|" + "|".join("---:" if r else "---" for r in numeric) + "|"]
     for row in _rows(table, options.max_rows):
@@ -167,19 +202,21 @@ def format_markdown(table: pa.Table, options: FormatOptions | None = None) -> st
     return "\n".join(out)
 
 
-def format_delimited(table: pa.Table, delimiter: str = ",", header: bool = True) -> str:
+def format_delimited(data: Printable, delimiter: str = ",", header: bool = True) -> str:
+    table = grid(data)
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
     if header:
-        writer.writerow(table.column_names)
+        writer.writerow(table.names)
     for row in _rows(table):
         writer.writerow(["" if v is None else cell_text(v) if isinstance(v, (bool, bytes)) else v for v in row])
     return buffer.getvalue().rstrip("\n")
 
 
-def format_json(table: pa.Table, lines: bool = False) -> str:
+def format_json(data: Printable, lines: bool = False) -> str:
     """A JSON array with one record per line, or JSON lines (one object per line, no brackets)."""
-    records = [json.dumps(_json_value(r), default=str, ensure_ascii=False) for r in table.to_pylist()]
+    table = grid(data)
+    records = [json.dumps(_json_value(r), default=str, ensure_ascii=False) for r in (dict(zip(table.names, row)) for row in table.rows)]
     if lines:
         return "\n".join(records)
     if not records:
@@ -187,7 +224,7 @@ def format_json(table: pa.Table, lines: bool = False) -> str:
     return "[\n" + ",\n".join(records) + "\n]"
 
 
-def render(table: pa.Table, fmt: str, options: FormatOptions | None = None,
+def render(table: Printable, fmt: str, options: FormatOptions | None = None,
            seconds: float | None = None, footer: bool = True) -> str:
     """The table as text in ``fmt`` (one of ``FORMATS``); only "table" carries the row-count footer."""
     options = options or FormatOptions()

@@ -196,7 +196,7 @@ class KeptResult(Result):
             yield batch
 
     def df(self) -> pd.DataFrame:
-        return self.buffer.take_arrow().to_pandas()
+        return self.buffer.scratch.df(self.buffer.take_arrow())
 
     def kept_table(self) -> pa.Table:
         if self.ours:

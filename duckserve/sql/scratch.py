@@ -133,6 +133,19 @@ class Scratch:
             finally:
                 con.unregister("__piece")
 
+    def df(self, table: pa.Table) -> Any:
+        """The table as DuckDB's pandas DataFrame."""
+        with self._lock:
+            con = self._connection()
+            zone = arrow_time_zone(table.schema)
+            if zone:
+                con.execute(f"SET TimeZone = '{zone}'")
+            con.register("__piece", table)
+            try:
+                return con.execute("SELECT * FROM __piece").df()
+            finally:
+                con.unregister("__piece")
+
     def arrow(self, pieces: Sequence[Any], names: Sequence[str], types: Sequence[Any],
               settings: dict[str, str] | None = None) -> pa.Table:
         """The pieces (lists of Python rows, Arrow tables or batches, in order) as one Arrow table of

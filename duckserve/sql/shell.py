@@ -440,7 +440,8 @@ class Shell:
             self.note("Statement executed" + changed + (f" ({seconds:.3f} s)" if seconds is not None else ""))
             return
         fmt = settings.output_format
-        table = result.arrow_table()
+        assert result.description is not None
+        table = formatting.Grid.of(result.description, result.fetchall())  # the values a cursor returns
         text = formatting.render(table, fmt, settings.format_options(), seconds)
         if text:
             self.write(text)
