@@ -346,6 +346,9 @@ def test_snowflake_sqlalchemy_reflection_and_pandas(account: dict[str, Any], adm
                                                                     if_exists="replace")
         assert pd.read_sql("SELECT sum(a) AS total FROM written", engine)["total"].tolist() == [6]
         with engine.connect() as conn:
+            # xdist may run this test on another worker than the one that created the pool
+            conn.execute(sa.text("CREATE COMPUTE POOL IF NOT EXISTS sf_pool MIN_NODES = 1 MAX_NODES = 1 "
+                                 "INSTANCE_FAMILY = 'CPU_X64_XS'"))
             pools = conn.execute(sa.text("SELECT name FROM (SHOW COMPUTE POOLS) ORDER BY name")).scalars().all()
         assert "SF_POOL" in pools
     finally:

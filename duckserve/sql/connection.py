@@ -328,7 +328,7 @@ class Connection:
         if not description or self._returns_no_rows(text, description, rowcount):
             return Result(query_id, text, None, rowcount)
         result = DuckDBResult(query_id, text, list(description), rowcount, con, self.scratch,
-                              lambda exc: self._translate(exc, text))
+                              lambda exc: self._translate(exc, text), self._lock)
         self._live = result
         return result
 

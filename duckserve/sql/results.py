@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -209,9 +210,13 @@ class DuckDBResult(Result):
     """The open result of the DuckDB connection, read through DuckDB's own fetch methods."""
 
     def __init__(self, query_id: str, sql: str, description: Description, rowcount: int,
-                 con: duckdb.DuckDBPyConnection, scratch: Scratch, translate: ErrorTranslator) -> None:
+                 con: duckdb.DuckDBPyConnection, scratch: Scratch, translate: ErrorTranslator,
+                 lock: threading.RLock) -> None:
         super().__init__(query_id, sql, description, rowcount)
         self._con, self._scratch, self._translate = con, scratch, translate
+        #: the connection's lock: a read of DuckDB's result and another thread's statement (which
+        #: first puts this result aside) never interleave
+        self._lock = lock
         self.live = True  # the rows are still in DuckDB's result
         self._reader: pa.RecordBatchReader | None = None
         self._buffer: Buffer | None = None  # the unread rows, once put aside
@@ -257,6 +262,38 @@ class DuckDBResult(Result):
 
     # -- reading --------------------------------------------------------------------------------
     def fetchone(self) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._fetchone()
+
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._fetchmany(size)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._fetchall()
+
+    def arrow_table(self) -> pa.Table:
+        with self._lock:
+            return self._arrow_table()
+
+    def df(self) -> pd.DataFrame:
+        with self._lock:
+            return self._df()
+
+    def release(self) -> None:
+        with self._lock:
+            self._release()
+
+    def record_batches(self, rows_per_batch: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        while True:
+            with self._lock:
+                batch = self._next_batch(rows_per_batch)
+            if batch is None:
+                return
+            yield batch
+
+    def _fetchone(self) -> tuple[Any, ...] | None:
         if not self.live:
             return self._buffered().fetchone()
         if self._reader is not None:
@@ -268,7 +305,7 @@ class DuckDBResult(Result):
             self._keep([row], 1)
         return row
 
-    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+    def _fetchmany(self, size: int) -> list[tuple[Any, ...]]:
         if not self.live:
             return self._buffered().fetchmany(size)
         if self._reader is not None:
@@ -279,7 +316,7 @@ class DuckDBResult(Result):
             self._finish()
         return rows
 
-    def fetchall(self) -> list[tuple[Any, ...]]:
+    def _fetchall(self) -> list[tuple[Any, ...]]:
         if not self.live:
             return self._buffered().fetchall()
         if self._reader is not None:
@@ -289,7 +326,7 @@ class DuckDBResult(Result):
         self._finish()
         return rows
 
-    def arrow_table(self) -> pa.Table:
+    def _arrow_table(self) -> pa.Table:
         if not self.live:
             return self._buffered().arrow_table()
         reader = self._reader or self._guard(lambda: arrow_reader(self._con, BATCH_ROWS))
@@ -299,26 +336,25 @@ class DuckDBResult(Result):
         self._finish()
         return table
 
-    def record_batches(self, rows_per_batch: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        while True:
-            if not self.live:
-                yield from self._buffered().record_batches(rows_per_batch)
-                return
+    def _next_batch(self, rows_per_batch: int) -> pa.RecordBatch | None:
+        if not self.live:
+            assert self._buffer is not None
+            return self._buffer.take_batch(rows_per_batch)
+        if self._reader is None:
+            self._reader = self._guard(lambda: arrow_reader(self._con, rows_per_batch))
             if self._reader is None:
-                self._reader = self._guard(lambda: arrow_reader(self._con, rows_per_batch))
-                if self._reader is None:
-                    self._finish()
-                    return
-            try:
-                batch = self._guard(self._reader.read_next_batch)
-            except StopIteration:
-                self._reader = None
                 self._finish()
-                return
-            self._keep(batch, batch.num_rows)
-            yield batch
+                return None
+        try:
+            batch = self._guard(self._reader.read_next_batch)
+        except StopIteration:
+            self._reader = None
+            self._finish()
+            return None
+        self._keep(batch, batch.num_rows)
+        return batch
 
-    def df(self) -> pd.DataFrame:
+    def _df(self) -> pd.DataFrame:
         if not self.live:
             return self._buffered().df()
         if self._reader is not None:
@@ -342,11 +378,11 @@ class DuckDBResult(Result):
 
     def _rest_from_reader(self) -> KeptResult:
         """A reader switched from Arrow batches to Python rows: the rest of the batches go aside."""
-        self.release()
+        self._release()
         return self._buffered()
 
     # -- the connection's side ------------------------------------------------------------------
-    def release(self) -> None:
+    def _release(self) -> None:
         if not self.live:
             return
         if self.abandoned:
@@ -391,8 +427,12 @@ class DuckDBResult(Result):
         return {str(name): str(value) for name, value in found if value is not None}
 
     def kept_table(self) -> pa.Table:
-        if self.live:
-            self.release()
+        with self._lock:
+            if self.live:
+                self._release()
+            return self._kept_table()
+
+    def _kept_table(self) -> pa.Table:
         if self._kept is None or (not self.exhausted and self._buffer is None):
             raise errors.ProgrammingError(
                 f"RESULT_SCAN: the result of query {self.query_id} was not kept: it has more than {KEEP_VALUES:,} "

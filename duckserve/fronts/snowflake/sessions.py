@@ -153,15 +153,17 @@ class ServerSession:
             return
         results = connection.run(sql, parameters)
         last = results[-1] if results else None
-        if last is None or last.table is None:
-            query.result = None
-            return
-        table = last.table
-        if query.statement_type in protocol.DML_COLUMNS and not last.ours:
+        if last is not None and query.statement_type in protocol.DML_COLUMNS and not last.ours \
+                and not last.has_rows:  # INSERT/UPDATE/DELETE: no result set, the count is the rowcount
             count = int(last.rowcount) if last.rowcount >= 0 else 0
             query.rowcount = count
-            table = pa.table({protocol.DML_COLUMNS[query.statement_type]: pa.array([count], pa.int64())})
-        query.result = ResultSet(table)
+            query.result = ResultSet(pa.table({protocol.DML_COLUMNS[query.statement_type]:
+                                               pa.array([count], pa.int64())}))
+            return
+        if last is None or not last.has_rows:
+            query.result = None
+            return
+        query.result = ResultSet(last.arrow_table())
 
     def _session_statement(self, sql: str) -> str | None:
         """Snowflake's session statements, answered here: ALTER SESSION SET/UNSET, and COMMIT and
@@ -212,8 +214,7 @@ class ServerSession:
         query.canceled = True
         if query.future.cancel():   # not started yet
             return True
-        self.connection.functions.cancel()
-        self.connection.duckdb.interrupt()
+        self.connection.interrupt()  # from another thread: the service calls and DuckDB's execution
         return True
 
     def close(self) -> None:
@@ -297,7 +298,7 @@ class Server:
                 f"restricted to role {identity.role_restriction}", "390189")
         try:
             connection = duckserve.connect(self.database, home=self.home, user=identity.user, role=wanted,
-                                           warehouse=warehouse)
+                                           warehouse=warehouse, python_variables=False)
         except errors.InsufficientPrivileges as exc:
             raise LoginRefused(f"Role '{wanted}' specified in the connect string is not granted to this user: "
                                f"{exc}", "390189") from exc
