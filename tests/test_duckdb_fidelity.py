@@ -155,3 +155,12 @@ def test_pandas_is_duckdbs_dataframe(conn: Any) -> None:
     conn.execute("SELECT 1")  # the rows go aside as Arrow; pandas still comes from DuckDB
     got = cursor.fetch_pandas_all()
     assert list(got.dtypes) == list(expected.dtypes) and repr(got.to_dict("list")) == repr(expected.to_dict("list"))
+
+
+def test_an_error_past_the_first_rows_stays_with_its_result(conn: Any) -> None:
+    cursor = conn.cursor().execute(
+        "SELECT CASE WHEN range < 300000 THEN range ELSE error('row ' || range || ' is bad') END AS v FROM range(400000)")
+    assert cursor.fetchone() == (0,)
+    assert conn.execute("SELECT 42").fetchone() == (42,)  # the next statement is not the one that failed
+    with pytest.raises(errors.Error, match="row 300000 is bad"):
+        cursor.fetchall()

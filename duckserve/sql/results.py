@@ -222,6 +222,7 @@ class DuckDBResult(Result):
         self._buffer: Buffer | None = None  # the unread rows, once put aside
         self._kept: list[Any] | None = []  # what readers fetched while live (for RESULT_SCAN)
         self._kept_values = 0
+        self._failed: errors.Error | None = None
         self.exhausted = False
 
     @property
@@ -373,6 +374,8 @@ class DuckDBResult(Result):
             self._buffer = Buffer(self._scratch, self.names, self.types, rows=[])
 
     def _buffered(self) -> KeptResult:
+        if self._failed is not None:
+            raise self._failed
         assert self._buffer is not None
         return KeptResult(self.query_id, self.sql, self.description or [], self._buffer, ours=False)
 
@@ -385,9 +388,17 @@ class DuckDBResult(Result):
     def _release(self) -> None:
         if not self.live:
             return
-        if self.abandoned:
-            self._drain_for_keeping()
-            return
+        try:
+            if self.abandoned:
+                self._drain_for_keeping()
+            else:
+                self._put_aside()
+        except errors.Error as exc:
+            # the rest of the rows failed in DuckDB (an error past the first rows): that is this
+            # result's error, for its reader to meet, not the next statement's
+            self.live, self._kept, self._failed = False, None, exc
+
+    def _put_aside(self) -> None:
         if self._reader is not None:
             table = self._guard(self._reader.read_all)
             self._reader = None
