@@ -323,7 +323,8 @@ class DuckDBResult(Result):
         if self._reader is not None:
             return self._rest_from_reader().fetchall()
         rows = self._guard(self._con.fetchall)
-        self._keep(list(rows), len(rows))
+        fits = self._kept is not None and self._kept_values + len(rows) * max(1, len(self.names)) <= KEEP_VALUES
+        self._keep(list(rows) if fits else rows, len(rows))  # a copy: the caller may change its list
         self._finish()
         return rows
 
