@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     snowflake_server.add_arguments(server)
     server.set_defaults(run=snowflake_server.command)
 
+    console = commands.add_parser("ui", help="serve the web console for an account home and print its URL")
+    from duckserve.fronts.console import server as console_server
+
+    console_server.add_arguments(console)
+    console.set_defaults(run=console_server.command)
+
     run = commands.add_parser("run", help="run a dbt-style project: setup, seeds and models in dependency order")
     run.add_argument("project_dir", metavar="PROJECT_DIR", help="the folder holding dbt_project.yml")
     run.add_argument("-s", "--select", nargs="+", default=[], metavar="SELECTOR",

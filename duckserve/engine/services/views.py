@@ -11,7 +11,7 @@ from typing import Any
 from duckserve.engine import access as A
 from duckserve.engine.account import Account, Session, display_key
 from duckserve.engine.catalog import CatalogObject, parse_timestamp
-from duckserve.engine.names import ObjectName, parse_simple_name
+from duckserve.engine.names import ObjectName, parse_name
 from duckserve.engine.results import Rows, like_matcher
 from duckserve.engine.runtimes import INSTANCE_PORT, InstanceHandle, runtime_for, tail
 from duckserve.engine.services.build_job import JOB, LOG_CONTAINER, BuildJobs
@@ -187,7 +187,8 @@ class ServiceViews:
         return json.dumps(out)
 
     def logs(self, session: Session, name: str, instance_id: int, container: str, lines: int | None = None) -> str:
-        job = self.builds.find(parse_simple_name(name))
+        given = parse_name(name, "service name")   # a service may be qualified (db.schema.svc); a job is not
+        job = self.builds.find(given.name) if not given.schema and not given.database else None
         if job is not None:
             if container not in (LOG_CONTAINER, ""):
                 raise ProgrammingError(f"job {job.name} has one container, {LOG_CONTAINER}, not {container!r}")
