@@ -153,6 +153,34 @@ def test_request_log_becomes_series() -> None:
     assert metrics.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0 and metrics.percentile([], 0.9) is None
 
 
+def test_recorded_metrics_become_series() -> None:
+    """SPCS_GET_METRICS' rows (cumulative counters per instance and labels, gauges, quantiles)."""
+    window = metrics.Window(end=1000.0, seconds=60)
+    assert window.step == 1.0 and len(window.starts) == 60
+
+    def sample(at: float, name: str, value: float, instance: int = 0, **labels: str) -> metrics.Sample:
+        return metrics.Sample(at, name, value, instance, labels)
+
+    built = metrics.from_samples([
+        sample(990.5, "inference.requests", 10, method="predict", status="200"),
+        sample(995.5, "inference.requests", 40, method="predict", status="200"),
+        sample(995.5, "inference.requests", 3, method="predict", status="429"),   # first sample: no rate yet
+        sample(997.5, "inference.requests", 6, method="predict", status="429"),
+        sample(995.5, "inference.requests", 5, instance=1, method="predict", status="200"),
+        sample(996.5, "inference.requests", 2, instance=1, method="predict", status="200"),  # restarted
+        sample(995.5, "inference.requests.in_flight", 2), sample(995.7, "inference.requests.in_flight", 4),
+        sample(995.6, "inference.requests.in_flight", 1, instance=1),
+        sample(995.5, "inference.latency.p95", 0.020), sample(995.5, "inference.latency.p95", 0.050, instance=1),
+        sample(996.0, "service.instances.ready", 2, instance=None),
+    ], window)
+    series, totals = built["series"], built["totals"]
+    assert series["requests"][window.index(995.5)] == 30 and series["requests"][window.index(997.5)] == 3
+    assert series["requests"][window.index(996.5)] == 2 and series["errors"][window.index(997.5)] == 3
+    assert totals == {"requests": 35, "rows": 0, "errors": 3, "p50": None, "p95": 50.0, "p99": None}
+    assert series["in_flight"][window.index(995.5)] == 4.0          # instance 0 averages 3, instance 1 is 1
+    assert series["p95"][window.index(995.5)] == 50.0 and series["instances"][window.index(996.0)] == 2
+
+
 def test_committed_front_end_is_built_from_these_sources() -> None:
     """static/ is the build of web/ (rebuild with `make console`): the hash its index.html records
     is the hash of the sources and the lock file as they are now."""

@@ -70,7 +70,10 @@ export function ActionDialog({ action, service, versions, onClose, onDone }) {
               onInput={(e) => setOptions({ ...options, max_instances: e.currentTarget.value })} /></label>
         </div>
       ) : null}
-      {action === "update_version" ? (
+      {action === "update_version" && !(versions || []).length ? (
+        <p class="note">This role sees no version of the model: a grant of USAGE on the model lists them.</p>
+      ) : null}
+      {action === "update_version" && (versions || []).length ? (
         <label class="form-field"><span>Model version (now {service.model_version})</span>
           <select name="version" value={options.version} disabled={running || finished}
             onChange={(e) => setOptions({ ...options, version: e.currentTarget.value })}>

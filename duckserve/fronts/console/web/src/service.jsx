@@ -17,7 +17,7 @@ function sample(service, fn) {
   return `SELECT ${service.name.toLowerCase()}!${String(fn.name).toLowerCase()}(${columns}) FROM my_table;`;
 }
 
-export function ServicePage({ serviceKey, tab }) {
+export function ServicePage({ serviceKey, tab, params }) {
   const { data, error, loading, reload } = usePoll(() => api.service(serviceKey), serviceKey, 2500);
   const [action, setAction] = useState(null);
   const [toast, setToast] = useState(null);
@@ -111,7 +111,8 @@ export function ServicePage({ serviceKey, tab }) {
             {suspended ? <>Resume the service, or call it from SQL with AUTO_RESUME on.</> : "Instances appear here as they start."}</Empty>}
         </Card>
       ) : null}
-      {current === "logs" ? <LogViewer fixed={{ key: service.key, name: service.name, kind: "service", instances }} /> : null}
+      {current === "logs" ? <LogViewer fixed={{ key: service.key, name: service.name, kind: "service", instances }}
+        initialInstance={params && params.get("instance") ? params.get("instance") : undefined} /> : null}
       {current === "metrics" ? <MetricsView serviceKey={service.key} /> : null}
       <SqlBehind statements={data.sql} />
       {action ? <ActionDialog action={action} service={service} versions={versions} onClose={() => { setAction(null); reload(); }}
