@@ -23,6 +23,7 @@ class Run:
     """One script: its statements as they finish, the last result with rows, or the error."""
 
     sql: str
+    total: int = 0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
@@ -41,7 +42,7 @@ class Run:
         else:
             state = "CANCELED" if self.canceled and self.error else "FAILED" if self.error else "SUCCEEDED"
         return {"id": self.run_id, "state": state, "seconds": round(end - self.started, 3),
-                "statements": self.statements, "result": self.result, "error": self.error,
+                "statements": self.statements, "total": self.total, "result": self.result, "error": self.error,
                 "error_kind": self.error_kind, "failed_statement": self.failed_statement,
                 "progress": self.progress}
 
@@ -74,7 +75,7 @@ class Worksheet:
             if self._current is not None and self._current.finished is None:
                 raise errors.OperationalError("a statement is still running in this worksheet: wait for it or "
                                               "cancel it")
-            run = self._current = Run(sql)
+            run = self._current = Run(sql, len(statements))
             self._runs[run.run_id] = run
             for old in [r for r in self._runs.values() if r.finished is not None][:-KEPT_RUNS]:
                 self._runs.pop(old.run_id, None)

@@ -2,7 +2,7 @@
 // its progress (time so far) and then what SQL answered, a result or the same error as in SQL.
 import { useEffect, useState } from "preact/hooks";
 import { api, untilDone } from "./api.js";
-import { ErrorBox, Modal, Spinner, SqlBlock, StatusPill, fmt } from "./ui.jsx";
+import { ErrorBox, InstanceBar, Modal, Spinner, SqlBlock, StatusPill, fmt } from "./ui.jsx";
 
 const WORDS = {
   suspend: { title: "Suspend", verb: "Suspend", text: "Its instances stop. A call with AUTO_RESUME on starts them again." },
@@ -82,8 +82,10 @@ export function ActionDialog({ action, service, versions, onClose, onDone }) {
       ) : null}
       {preview ? <SqlBlock label={finished ? "Ran" : "This runs"} sql={preview + ";"} /> : null}
       <ErrorBox error={previewError} title="This action cannot be written" />
-      {running ? <div class="progress-line"><Spinner /> Running for {fmt.seconds(operation.seconds)}
-        <span class="muted"> — the service's instances are shown as they change.</span></div> : null}
+      {running ? (
+        <div class="progress-line" data-testid="action-progress"><Spinner /> Running for {fmt.seconds(operation.seconds)} ·
+          service <StatusPill status={service.status} /> <InstanceBar ready={service.current_instances} target={service.target_instances} /></div>
+      ) : null}
       {finished && operation.state === "SUCCEEDED" ? (
         <div class="success-box" role="status"><StatusPill status="SUCCEEDED" /> {result || "Statement executed successfully."}
           <span class="muted"> · {fmt.seconds(operation.seconds)}</span></div>

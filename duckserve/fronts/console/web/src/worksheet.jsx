@@ -60,7 +60,7 @@ export function WorksheetPage({ params }) {
         <div class="run-status" data-testid="run-status" data-state={run.state}>
           {running ? <><Spinner /> Running · {fmt.seconds(run.seconds)}</>
             : <><span class={`pill pill-${run.state === "SUCCEEDED" ? "good" : "bad"}`}><span class="dot" />{run.state}</span>
-              {" "}{run.statements.length} statement{run.statements.length === 1 ? "" : "s"} · {fmt.seconds(run.seconds)}</>}
+              {" "}{run.state === "SUCCEEDED" ? `${run.total} statement${run.total === 1 ? "" : "s"}` : `${run.statements.length} of ${run.total} statements ran`} · {fmt.seconds(run.seconds)}</>}
           {(run.progress || []).map((p) => (
             <span class="progress-chip">{p.function}: sent {fmt.number(p.rows_sent)} · answered {fmt.number(p.rows_answered)} · in flight {p.in_flight} · batches {fmt.number(p.batches)}{p.retries ? ` · retries ${p.retries}` : ""}</span>
           ))}
@@ -69,7 +69,7 @@ export function WorksheetPage({ params }) {
       {run && run.error ? <ErrorBox error={{ message: run.error, kind: run.error_kind, sql: run.failed_statement }} title="The statement failed" /> : null}
       {result ? (
         <div class="card result">
-          <header class="card-head"><h3>Result</h3>
+          <header class="card-head"><h3>Result <span class="muted small mono result-of">{result.sql}</span></h3>
             <div class="card-actions muted small" data-testid="result-meta">{fmt.number(result.row_count)} row{result.row_count === 1 ? "" : "s"}
               {result.truncated ? ` (first ${fmt.number(result.rows.length)} shown)` : ""} · {fmt.seconds(run.statements.length ? run.statements[run.statements.length - 1].seconds : run.seconds)}</div></header>
           <div class="result-scroll">
