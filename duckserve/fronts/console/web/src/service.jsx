@@ -58,7 +58,10 @@ export function ServicePage({ serviceKey, tab, params }) {
               ["Workers per instance", service.num_workers],
               ["Auto-resume", service.auto_resume],
               ["Auto-suspend", service.auto_suspend_secs ? `after ${fmt.number(service.auto_suspend_secs)} s idle` : "never"],
-              ["Update in progress", String(service.is_upgrading) === "true" ? `to ${service.target_model_version || "a new version"}` : "no"],
+              ["Model update", service.update_status
+                ? <span><StatusPill status={service.update_status} /> to <span class="version">{service.target_model_version}</span>
+                  {service.update_message ? <div class="muted small">{service.update_message}</div> : null}</span>
+                : String(service.is_upgrading) === "true" ? "in progress" : "none"],
               ["Resumed", fmt.when(service.resumed_on)],
               ["Created", fmt.when(service.created_on)],
               ["Owner", service.owner],
@@ -98,10 +101,11 @@ export function ServicePage({ serviceKey, tab, params }) {
         <Card title={`Instances · ${instances.length}`}>
           {instances.length ? (
             <table class="table" data-testid="instances-table">
-              <thead><tr><th>Instance</th><th>Status</th><th>Message</th><th>Restarts</th><th>Started</th><th>Endpoint</th><th>Process</th><th /></tr></thead>
+              <thead><tr><th>Instance</th><th>Status</th><th>Version</th><th>Message</th><th>Restarts</th><th>Started</th><th>Endpoint</th><th>Process</th><th /></tr></thead>
               <tbody>{instances.map((i) => (
-                <tr><td class="strong">{i.instance_id}</td><td><StatusPill status={i.status} /></td><td class="muted">{i.message}</td>
-                  <td>{i.restart_count ?? 0}{i.last_exit_code !== undefined && i.last_exit_code !== null ? <span class="muted"> (last exit {i.last_exit_code})</span> : null}</td>
+                <tr><td class="strong">{i.instance_id}</td><td><StatusPill status={i.status} /></td>
+                  <td><span class="version">{i.model_version || service.model_version}</span></td><td class="muted">{i.message}</td>
+                  <td>{i.restart_count ?? 0}{i.last_exit_code !== undefined && i.last_exit_code !== null ? <span class="muted small"> · last exit {i.last_exit_code}{i.last_restart_time ? `, ${fmt.ago(i.last_restart_time)}` : ""}</span> : null}</td>
                   <td title={fmt.when(i.start_time)}>{fmt.ago(i.start_time)}</td><td class="mono small">{i.endpoint || "—"}</td>
                   <td class="mono small">{i.container_id || (i.pid ? `pid ${i.pid}` : "—")}</td>
                   <td><a href={`${base}/logs?instance=${i.instance_id}`}>Log</a></td></tr>
