@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -72,6 +73,19 @@ def test_token_session_sees_what_its_role_sees(account: ConsoleAccount) -> None:
         # the token is restricted to VIEWER: USE ROLE says so, as in SQL
         other = client.post("/api/session/role", json={"role": "PUBLIC"})
         assert other.status_code == 403 and "VIEWER" in other.json()["error"], other.text
+
+
+def test_a_removed_token_ends_its_session(account: ConsoleAccount) -> None:
+    with account.connect() as conn:
+        secret = conn.execute("ALTER USER vic ADD PROGRAMMATIC ACCESS TOKEN brief").fetchall()[0][1]
+    with closing(_client(account, secret)) as client:
+        assert client.get("/api/services").status_code == 200
+        with account.connect() as conn:
+            conn.execute("ALTER USER vic REMOVE PROGRAMMATIC ACCESS TOKEN brief")
+        time.sleep(1.1)   # a session's token is checked again at most once a second
+        ended = client.get("/api/services")
+        assert ended.status_code == 401 and ended.json()["error"].startswith("signed out: the programmatic access token")
+        assert client.get("/api/session").status_code == 401
 
 
 def test_action_without_the_grant_is_refused_with_the_sql_message(account: ConsoleAccount) -> None:
