@@ -16,7 +16,7 @@ import duckserve
 from duckserve.model import ModelContext
 from duckserve.registry import Registry
 from tests.deployments import Sleepy
-from tests.test_ingress import Server, start_server
+from tests.servers import Server, start_server
 
 SERVICE = "DUCKSERVE.PUBLIC.CONSOLE_SVC"
 

@@ -160,9 +160,13 @@ def test_worksheet_runs_a_service_function_and_reports_errors(account: ConsoleAc
 def test_request_log_becomes_series() -> None:
     text = ("2026-01-02 10:00:00,500 INFO [1] duckserve.inference_server.app: predict rows=50 status=200 100.0 ms\n"
             "2026-01-02 10:00:01,000 INFO [1] duckserve.inference_server.app: predict rows=50 status=429 1.0 ms\n"
-            "2026-01-02 10:00:01,000 INFO [1] uvicorn.error: Application startup complete.\n")
+            "2026-01-02 10:00:01,000 INFO [1] uvicorn.error: Application startup complete.\n"
+            "2026-01-02 10:00:02,000 INFO [1] duckserve.inference_server.app: POST /predict-proba rows=3 status=200 "
+            "2.0 ms\n"
+            "2026-01-02 10:00:02,000 INFO [1] duckserve.inference_server.app: GET /metadata rows=0 status=200 1.0 ms\n")
     requests = metrics.parse_requests(text)
-    assert [(r.method, r.rows, r.status) for r in requests] == [("predict", 50, 200), ("predict", 50, 429)]
+    assert [(r.method, r.rows, r.status) for r in requests] == [("predict", 50, 200), ("predict", 50, 429),
+                                                                ("predict-proba", 3, 200)]
     assert requests[0].seconds == pytest.approx(0.1)
     assert metrics.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0 and metrics.percentile([], 0.9) is None
 

@@ -33,8 +33,10 @@ from duckserve.fronts.console.pages import Reader, object_name, sql_string
 STEPS = 60
 #: log lines read per instance per refresh
 LINES_PER_INSTANCE = 20_000
-_REQUEST = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ \[\d+\] [\w.]+: (\S+) rows=(\d+) "
-                      r"status=(\d+) ([\d.]+) ms$")
+#: an instance's request line: ``<time> INFO [pid] logger: POST /predict rows=20 status=200 3.1 ms`` (an older
+#: server wrote the method alone: ``predict rows=...``); other HTTP methods (GET /metadata) are no inference
+_REQUEST = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ \[\d+\] [\w.]+: (?:POST /)?([^\s/]\S*) "
+                      r"rows=(\d+) status=(\d+) ([\d.]+) ms$")
 
 
 @dataclass(frozen=True)
