@@ -135,7 +135,7 @@ def test_follow_a_log_live_and_search_it(page: Any, account: ConsoleAccount) -> 
     sign_in_with_token(page, account, account.ops_token)
     open_service(page, account, "logs")
     body = page.locator("[data-testid=log-body]")
-    body.get_by_text("Application startup complete").first.wait_for()
+    body.get_by_text(re.compile(r"model CONSOLE_MODEL version V1 loaded in")).first.wait_for()
     marker = "rows=7 status=200"
     assert marker not in body.inner_text()
     with account.connect() as conn:      # a request the log has never seen: it must appear without a reload
