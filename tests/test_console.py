@@ -223,7 +223,7 @@ def test_a_worksheet_query_with_a_service_function(page: Any, account: ConsoleAc
     page.click("[data-testid=run-sql]")
     page.locator("[data-testid=run-status][data-state=SUCCEEDED]").wait_for(timeout=60_000)
     table = page.locator("[data-testid=result-table]")
-    assert table.locator("thead th").all_inner_texts()[1:] == ["x\nFLOAT", "doubled\nFLOAT"]
+    assert table.locator("thead th").all_inner_texts()[1:] == ["x\nDOUBLE", "doubled\nDOUBLE"]
     cells = table.locator("tbody tr").nth(3).locator("td").all_inner_texts()
     assert cells == ["4", "3", "6"]
     assert "10 rows" in page.inner_text("[data-testid=result-meta]")

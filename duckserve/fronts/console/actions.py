@@ -109,7 +109,7 @@ class Operations:
         def run() -> None:
             try:
                 results = connection.run(sql)
-                operation.result = records(results[-1].table) if results else []
+                operation.result = records(results[-1]) if results else []
             except errors.Error as exc:
                 operation.error, operation.error_kind = str(exc), type(exc).__name__
             except Exception as exc:  # noqa: BLE001 - shown to the user, as the shell shows it

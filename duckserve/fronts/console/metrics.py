@@ -250,12 +250,13 @@ def recorded_samples(reader: Reader, name: str, window: Window) -> list[Sample] 
            f"FROM TABLE({name}!SPCS_GET_METRICS(START_TIME => DATEADD(second, -{int(window.end - window.first) + 60}, "
            "CURRENT_TIMESTAMP()))) ORDER BY \"TIMESTAMP\"")
     try:
-        table = reader.table(sql)
+        found = reader.result(sql)
     except errors.Error:
         reader.statements.pop()
         return None
     out = []
-    for row in table.to_pylist() if table is not None else []:
+    names = found.names if found is not None and found.has_rows else []
+    for row in (dict(zip(names, values)) for values in (found.fetchall() if names else [])):
         try:
             value = float(row["VALUE"])
         except (TypeError, ValueError):

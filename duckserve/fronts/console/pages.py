@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import pyarrow as pa
-
 from duckserve import errors
 from duckserve.engine.names import ObjectName, display, parse_name, parse_simple_name
 from duckserve.fronts.console.tables import records
@@ -52,17 +50,19 @@ class Reader:
         self.connection = connection
         self.statements: list[str] = []
 
-    def table(self, sql: str) -> pa.Table | None:
+    def result(self, sql: str) -> Any:
+        """The statement's result, as a cursor reads it."""
         self.statements.append(sql)
         results = self.connection.run(sql)
-        return results[-1].table if results else None
+        return results[-1] if results else None
 
     def rows(self, sql: str) -> list[dict[str, Any]]:
-        return records(self.table(sql))
+        return records(self.result(sql))
 
     def scalar(self, sql: str) -> Any:
-        table = self.table(sql)
-        return table.column(0)[0].as_py() if table is not None and table.num_rows else None
+        found = self.result(sql)
+        rows = found.fetchall() if found is not None and found.has_rows else []
+        return rows[0][0] if rows else None
 
     def optional(self, sql: str) -> tuple[list[dict[str, Any]] | None, str | None]:
         """Rows, or the error SQL gave (a page section the role may not see says why)."""

@@ -98,8 +98,8 @@ class Worksheet:
                     raise
                 run.statements.append({"sql": statement.text, "seconds": round(time.perf_counter() - started, 4),
                                        "rows": result.rowcount, "query_id": result.query_id})
-                if result.table is not None:
-                    run.result = result_json(result.table)
+                if result.has_rows:
+                    run.result = result_json(result)
                     run.result["sql"] = statement.text
         except errors.Error as exc:
             run.error, run.error_kind = ("SQL execution canceled" if run.canceled else str(exc)), type(exc).__name__

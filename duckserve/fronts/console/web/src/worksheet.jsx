@@ -4,6 +4,7 @@ import { useRef, useState } from "preact/hooks";
 import { api, untilDone } from "./api.js";
 import { ErrorBox, Icon, PageHead, Spinner, fmt } from "./ui.jsx";
 
+const NUMERIC = /^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DOUBLE|FLOAT|REAL|DECIMAL.*|NUMERIC.*)$/;
 const STARTER = "-- Ctrl+Enter runs the worksheet\nSHOW SERVICES;";
 
 function Cell({ value }) {
@@ -74,7 +75,7 @@ export function WorksheetPage({ params }) {
               {result.truncated ? ` (first ${fmt.number(result.rows.length)} shown)` : ""} · {fmt.seconds(run.statements.length ? run.statements[run.statements.length - 1].seconds : run.seconds)}</div></header>
           <div class="result-scroll">
             <table class="table result-table" data-testid="result-table">
-              <thead><tr><th class="rownum">#</th>{result.columns.map((c) => <th class={c.type === "NUMBER" || c.type === "FLOAT" ? "num" : ""}>{c.name}<span class="type">{c.type}</span></th>)}</tr></thead>
+              <thead><tr><th class="rownum">#</th>{result.columns.map((c) => <th class={NUMERIC.test(c.type) ? "num" : ""}>{c.name}<span class="type">{c.type}</span></th>)}</tr></thead>
               <tbody>{result.rows.map((row, i) => (
                 <tr><td class="rownum">{i + 1}</td>{row.map((v) => <td class={typeof v === "number" ? "num" : ""}><Cell value={v} /></td>)}</tr>
               ))}</tbody>
