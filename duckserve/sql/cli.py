@@ -120,6 +120,35 @@ def shell_command(args: argparse.Namespace) -> int:
         return _shell(connection, args, None)
 
 
+def manifests_command(args: argparse.Namespace) -> int:
+    """Write a service's Kubernetes manifests (SYSTEM$GET_SERVICE_MANIFESTS) to stdout or a file."""
+    import duckserve
+
+    quoted = "'" + args.service.replace("'", "''") + "'"
+    try:
+        with duckserve.connect(home=args.home, user=args.user, role=args.role, warehouse=args.warehouse,
+                               python_variables=False) as connection:
+            row = connection.execute(f"CALL SYSTEM$GET_SERVICE_MANIFESTS({quoted})").fetchone()
+    except Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = str(row[0]) if row else ""
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    import yaml
+
+    print(f"wrote {sum(1 for _ in yaml.safe_load_all(text))} Kubernetes objects of service {args.service} to {args.output} "
+          f"(kubectl apply -f {args.output})")
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     from duckserve.sql.project import run_project_command
 
@@ -171,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     console_server.add_arguments(console)
     console.set_defaults(run=console_server.command)
+
+    manifests = commands.add_parser("manifests", help="write a service's Kubernetes manifests (Deployment, Service, "
+                                                      "HorizontalPodAutoscaler, PodDisruptionBudget, Ingress)")
+    manifests.add_argument("service", metavar="SERVICE", help="the service's name, as SQL writes it")
+    manifests.add_argument("-o", "--output", help="file to write (default: standard output)")
+    _connection_options(manifests)
+    manifests.set_defaults(run=manifests_command)
 
     run = commands.add_parser("run", help="run a dbt-style project: setup, seeds and models in dependency order")
     run.add_argument("project_dir", metavar="PROJECT_DIR", help="the folder holding dbt_project.yml")

@@ -73,6 +73,7 @@ def _our_phrases() -> list[tuple[str, ...]]:
     phrases += [("USE", "ROLE"), ("USE", "WAREHOUSE"), ("USE", "DATABASE"), ("USE", "SCHEMA"),
                 ("GRANT", "ROLE"), ("GRANT", "SERVICE", "ROLE"), ("REVOKE", "ROLE"), ("REVOKE", "SERVICE", "ROLE"),
                 ("CALL", "SYSTEM$GET_SERVICE_STATUS("), ("CALL", "SYSTEM$GET_SERVICE_LOGS("),
+                ("CALL", "SYSTEM$GET_SERVICE_MANIFESTS("),
                 ("ALTER", "SERVICE"), ("ALTER", "COMPUTE", "POOL")]
     for verb in ("GRANT", "REVOKE"):
         phrases += [(verb, p, "ON", *words) for p in ("USAGE", "OPERATE", "MONITOR", "MODIFY", "OWNERSHIP")

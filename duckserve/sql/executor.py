@@ -286,10 +286,16 @@ def _service_logs(ctx: Context, arguments: list[Any]) -> Rows:
     return Rows(["SYSTEM$GET_SERVICE_LOGS"], [(text,)])
 
 
+def _service_manifests(ctx: Context, arguments: list[Any]) -> Rows:
+    _arguments("SYSTEM$GET_SERVICE_MANIFESTS", arguments, 1, 1, "('<service name>')")
+    return Rows(["SYSTEM$GET_SERVICE_MANIFESTS"], [(ctx.services.manifests(ctx.session, str(arguments[0])),)])
+
+
 #: CALL SYSTEM$NAME(args) -> handler(ctx, args)
 SYSTEM_FUNCTIONS: dict[str, Callable[[Context, list[Any]], Rows]] = {
     "SYSTEM$GET_SERVICE_STATUS": _service_status,
     "SYSTEM$GET_SERVICE_LOGS": _service_logs,
+    "SYSTEM$GET_SERVICE_MANIFESTS": _service_manifests,
 }
 
 EXECUTORS: dict[type, Handler] = {

@@ -1,6 +1,6 @@
 """What SHOW SERVICES, DESCRIBE SERVICE, SHOW SERVICE CONTAINERS, SHOW ENDPOINTS,
-SYSTEM$GET_SERVICE_STATUS and SYSTEM$GET_SERVICE_LOGS show of services and their build jobs,
-read from the catalog and from the runtimes that run the instances."""
+SYSTEM$GET_SERVICE_STATUS, SYSTEM$GET_SERVICE_LOGS and SYSTEM$GET_SERVICE_MANIFESTS show of
+services and their build jobs, read from the catalog and from the runtimes that run the instances."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from duckserve.engine.names import ObjectName, parse_name
 from duckserve.engine.results import Rows, like_matcher
 from duckserve.engine.runtimes import INSTANCE_PORT, InstanceHandle, runtime_for, tail
 from duckserve.engine.services.build_job import JOB, LOG_CONTAINER, BuildJobs
+from duckserve.engine.services.manifests import service_manifests, to_yaml
 from duckserve.errors import ObjectNotFound, ProgrammingError
 
 SERVICE_COLUMNS = ("name", "status", "database_name", "schema_name", "owner", "compute_pool", "dns_name",
@@ -214,3 +215,12 @@ class ServiceViews:
             raise ObjectNotFound(f"service {display_key(service)} has no instance {instance_id}: instances with logs "
                                  f"are {', '.join(known) or 'none'}")
         return tail(log, lines)
+
+    def manifests(self, session: Session, name: str) -> str:
+        """The Kubernetes objects that would run the service on a cluster, as one YAML stream."""
+        service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "export")
+        pool = self.account.find(A.COMPUTE_POOL, service.props["compute_pool"], missing_ok=True)
+        if pool is None:
+            raise ObjectNotFound(f"service {display_key(service)}: its compute pool {service.props['compute_pool']} "
+                                 "was dropped, so its instance family is unknown")
+        return to_yaml(service_manifests(service, pool.props["instance_family"]))
