@@ -5,6 +5,11 @@ what the instances run, then has the pool's runtime start ``min_instances`` inst
 outlive the process that started them; their handles live in the catalog, so any process sharing
 the home can call, suspend, resume or drop them, through the runtime each handle names.
 
+Every change of one service (create, resume, alter, suspend, drop, and the auto-resume of a call)
+runs under the service's lock (``locks``), shared by every process of the home, and starts from the
+service's record as the catalog has it then: N processes resuming one service end with exactly its
+instances.
+
 A service without ingress suspends itself when idle (its servers exit after
 ``auto_suspend_secs`` without a request) and resumes on its next call when the service and its
 pool auto-resume.
@@ -13,6 +18,7 @@ pool auto-resume.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_ru
 from duckserve.engine.services.build_job import BuildJobs
 from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
 from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, server_spec
+from duckserve.engine.services.locks import service_lock
 from duckserve.engine.services.views import ServiceViews
 from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
 
@@ -66,6 +73,10 @@ class Services(ServiceViews):
 
     def service_dir(self, service: CatalogObject) -> Path:
         return self.root / service.database / service.schema / service.name
+
+    def lock(self, service: CatalogObject) -> AbstractContextManager[None]:
+        """The service's lifecycle lock (a context manager), held across every process of the home."""
+        return service_lock(self.account.home, service.key)
 
     def runtime_of(self, service: CatalogObject) -> Runtime:
         """The runtime the service's compute pool chose when the service was created."""
@@ -197,12 +208,14 @@ class Services(ServiceViews):
             if account.catalog.get(A.SERVICE, full.name, full.database, full.schema) is not None:
                 raise ProgrammingError(f"service {full.qualified} was created by another session meanwhile")
             account.catalog.insert(service)
-        try:
-            self._start_instances(service, min_instances, wait=block)
-        except BaseException:
-            self._stop_everything(service)
-            account.catalog.delete(service)
-            raise
+        with self.lock(service):
+            try:
+                self._start_instances(self._reload(service), min_instances, wait=block)
+            except BaseException:
+                service = self._reload(service)
+                self._stop_everything(service)
+                account.catalog.delete(service)
+                raise
         return self._summary(self._reload(service), built=build.built, job=build.job)
 
     def _summary(self, service: CatalogObject, built: bool, job: str | None) -> dict[str, Any]:
@@ -306,11 +319,18 @@ class Services(ServiceViews):
 
     def ensure_running(self, session: Session | None, service: CatalogObject, wait: bool = True) -> CatalogObject:
         """Make every instance ready, resuming a suspended service when it and its pool auto-resume."""
-        status = self.observed_status(service)
-        if status == "RUNNING":
+        if self.observed_status(service) == "RUNNING":
             return service
+        with self.lock(service):
+            service = self._reload(service)  # as the last change left it (another process may have resumed it)
+            if self.observed_status(service) == "RUNNING":
+                return service
+            return self._resume_locked(service, wait)
+
+    def _resume_locked(self, service: CatalogObject, wait: bool, explicit: bool = False) -> CatalogObject:
+        """Start what is missing (under the service's lock); ``explicit``: ALTER SERVICE ... RESUME."""
         label = display_key(service)
-        if service.props.get("status") == "SUSPENDED" and not service.props.get("auto_resume", True):
+        if not explicit and service.props.get("status") == "SUSPENDED" and not service.props.get("auto_resume", True):
             raise OperationalError(
                 f"service {label} is SUSPENDED and AUTO_RESUME is off: run ALTER SERVICE {label} RESUME"
             )
@@ -328,7 +348,8 @@ class Services(ServiceViews):
         if service is None:
             return Rows.status("Statement executed successfully.")
         self.account.require(session, service, ("OPERATE",), f"suspend service {display_key(service)}")
-        self._suspend(service)
+        with self.lock(service):
+            self._suspend(self._reload(service))
         return Rows.status("Statement executed successfully.")
 
     def _suspend(self, service: CatalogObject) -> None:
@@ -344,8 +365,10 @@ class Services(ServiceViews):
         if service is None:
             return Rows.status("Statement executed successfully.")
         self.account.require(session, service, ("OPERATE",), f"resume service {display_key(service)}")
-        service.props["status"] = "RUNNING"
-        self.ensure_running(session, service)
+        with self.lock(service):
+            service = self._reload(service)
+            if service.props.get("status") == "SUSPENDED" or self.observed_status(service) != "RUNNING":
+                self._resume_locked(service, wait=True, explicit=True)
         return Rows.status("Statement executed successfully.")
 
     def alter(self, session: Session, name: str | ObjectName, settings: dict[str, Any], if_exists: bool = False) -> Rows:
@@ -354,6 +377,11 @@ class Services(ServiceViews):
             return Rows.status("Statement executed successfully.")
         label = display_key(service)
         self.account.require(session, service, ("OPERATE",), f"alter service {label}")
+        with self.lock(service):
+            return self._alter_locked(self._reload(service), settings)
+
+    def _alter_locked(self, service: CatalogObject, settings: dict[str, Any]) -> Rows:
+        label = display_key(service)
         props = service.props
         min_i = int(settings.get("MIN_INSTANCES", props["min_instances"]))
         max_i = int(settings.get("MAX_INSTANCES", max(props["max_instances"], min_i)))
@@ -382,8 +410,12 @@ class Services(ServiceViews):
         if service is None:
             return Rows.status("Drop statement executed successfully (service already dropped).")
         self.account.require(session, service, (A.OWNERSHIP,), f"drop service {display_key(service)}")
-        self._stop_everything(service)
-        self.account.catalog.delete(service)
+        with self.lock(service):
+            fresh = self.account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            if fresh is None:
+                return Rows.status("Drop statement executed successfully (service already dropped).")
+            self._stop_everything(fresh)
+            self.account.catalog.delete(fresh)
         for service_role in A.SERVICE_ROLES:
             for grant in self.account.catalog.grants(object_kind=A.SERVICE_ROLE,
                                                      object_name=f"{service.key}!{service_role}"):
@@ -397,12 +429,15 @@ class Services(ServiceViews):
 
     def _on_pool_suspend(self, session: Session, pool: CatalogObject) -> None:
         for service in self._pool_services(pool):
-            self._suspend(service)
+            with self.lock(service):
+                self._suspend(self._reload(service))
 
     def _on_pool_stop_all(self, session: Session, pool: CatalogObject) -> None:
         for service in self._pool_services(pool):
-            self._stop_everything(service)
-            self.account.catalog.delete(service)
+            with self.lock(service):
+                service = self._reload(service)
+                self._stop_everything(service)
+                self.account.catalog.delete(service)
 
     def _on_pool_drop(self, session: Session, pool: CatalogObject) -> None:
         services = self._pool_services(pool)
