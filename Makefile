@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean browser console
 
-$(STAMP): pyproject.toml
+# dbt-duckserve/ is the dbt adapter (type: duckserve), a package of its own beside duckserve
+$(STAMP): pyproject.toml dbt-duckserve/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,dbt]'
+	$(PY) -m pip install --quiet -e '.[dev,dbt]' -e ./dbt-duckserve
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,7 +19,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP) browser
-	$(PY) -m ruff check duckserve tests bench examples
+	$(PY) -m ruff check duckserve dbt-duckserve tests bench examples
 	$(PY) -m mypy duckserve
 	$(PY) tests/docker_host.py up
 	$(PY) -m pytest -n 2 --dist loadgroup tests; status=$$?; $(PY) tests/docker_host.py down; exit $$status

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -266,63 +265,3 @@ def test_profiles_and_python_setup(tmp_path: Path) -> None:
 
 
 # -- the example, end to end --------------------------------------------------------------------------------
-@pytest.mark.xdist_group("services")
-def test_jaffle_shop_end_to_end(tmp_path: Path) -> None:
-    root = tmp_path / "jaffle_shop"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("target", "*.duckdb*"))
-    home, database = tmp_path / "home", root / "jaffle_shop.duckdb"
-    out = io.StringIO()
-    assert run_project(root, home=str(home), out=out, err=out), out.getvalue()
-    log = out.getvalue()
-    assert "OK    setup setup/02_churn_service.py [DUCKSERVE.PUBLIC.CHURN_SVC RUNNING in" in log
-    assert "PASS=9 ERROR=0 SKIP=0 TOTAL=9" in log
-    assert "incremental model main.customer_churn_scores" in log and "[SELECT 25 in" in log
-    scores = query(database, home, "SELECT customer_id, number_of_orders, lifetime_value, days_since_last_order, "
-                                   "churn_probability FROM customer_churn_scores ORDER BY customer_id")
-    assert len(scores) == 25
-
-    # the service's answers are the model's: train it again here and compare
-    sys.path.insert(0, str(root / "setup"))
-    try:
-        import importlib
-
-        setup_module = importlib.import_module("02_churn_service")
-    finally:
-        sys.path.remove(str(root / "setup"))
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = setup_module.training_data()
-    model = LogisticRegression(max_iter=1000).fit(X, y)
-    import pandas as pd
-
-    features = pd.DataFrame([r[1:4] for r in scores], columns=setup_module.FEATURES, dtype="float64")
-    expected = model.predict_proba(features)[:, 1].round(4)
-    assert [r[4] for r in scores] == pytest.approx(list(expected), abs=1e-4)
-    first_scored_at = query(database, home, "SELECT DISTINCT scored_at FROM customer_churn_scores")
-
-    # new data: a new customer with an order, and a new order for customer 5; the incremental model
-    # scores only those two (one insert, one replaced row) and leaves the others as they were
-    with open(root / "seeds/raw_customers.csv", "a") as handle:
-        handle.write("31,Ada,L.\n")
-    with open(root / "seeds/raw_orders.csv", "a") as handle:
-        handle.write("81,31,2018-04-25,completed\n82,5,2018-04-28,completed\n")
-    with open(root / "seeds/raw_payments.csv", "a") as handle:
-        handle.write("96,81,credit_card,2500\n97,82,coupon,700\n")
-    done = run(root, home, "--select", "+customer_churn_scores")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "incremental model main.customer_churn_scores" in done.stdout
-    assert "[INSERT 2, DELETE 1 in" in done.stdout and "PASS=8 ERROR=0" in done.stdout
-    rows = query(database, home, "SELECT scored_at = (SELECT min(scored_at) FROM customer_churn_scores) AS old, "
-                                 "count(*), list(customer_id ORDER BY customer_id) FROM customer_churn_scores "
-                                 "GROUP BY ALL ORDER BY old")
-    assert rows[0][:2] == (False, 2) and sorted(rows[0][2]) == [5, 31]
-    assert rows[1][:2] == (True, 24)
-    assert (first_scored_at[0][0],) in query(database, home, "SELECT DISTINCT scored_at FROM customer_churn_scores")
-
-    # a failing model: the run stops with the file, the line and DuckDB's error
-    (root / "models/marts/broken_report.sql").write_text(
-        "select\n    customer_id,\n    churn_probabilty\nfrom {{ ref('customer_churn_scores') }}\n")
-    done = run(root, home, "--select", "broken_report", "--no-setup")
-    assert done.returncode == 1
-    assert "Failure in model broken_report (models/marts/broken_report.sql, line 3):" in done.stderr
-    assert 'Referenced column "churn_probabilty" not found' in done.stderr

@@ -6,7 +6,9 @@
     )
 }}
 
--- Each customer with orders, scored by the CHURN_SVC service (setup/02_churn_service.py deploys it).
+-- Each customer with orders, scored by the CHURN_SVC service (models/ml/churn_service.py deploys it:
+-- the ref below makes dbt build that model first).
+-- depends_on: {{ ref('churn_service') }}
 -- Incremental: a later run scores only customers who are new or have ordered since they were scored.
 with to_score as (
     select
@@ -28,7 +30,7 @@ with to_score as (
 scored as materialized (
     select
         *,
-        churn_svc!predict_proba(number_of_orders, lifetime_value, days_since_last_order) as probabilities
+        {{ var('churn_service') }}!predict_proba(number_of_orders, lifetime_value, days_since_last_order) as probabilities
     from to_score
 )
 

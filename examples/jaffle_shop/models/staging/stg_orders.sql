@@ -3,4 +3,4 @@ select
     user_id as customer_id,
     order_date,
     status
-from {{ source('jaffle_shop', 'raw_orders') }}
+from {{ ref('raw_orders') }}

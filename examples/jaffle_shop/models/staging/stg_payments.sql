@@ -3,4 +3,4 @@ select
     order_id,
     payment_method,
     {{ cents_to_dollars('amount') }} as amount
-from {{ source('jaffle_shop', 'raw_payments') }}
+from {{ ref('raw_payments') }}
