@@ -7,7 +7,10 @@ Python processes sharing one home.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import threading
 import sys
 import textwrap
 import time
@@ -20,6 +23,7 @@ import pytest
 import duckserve
 from duckserve.model import CustomModel, ModelContext, inference_api
 from duckserve.registry import Registry
+from duckserve.engine.controller import controller_running
 from tests.conftest import rows
 
 pytestmark = pytest.mark.xdist_group("service_control")
@@ -45,8 +49,14 @@ def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:
                          version_name=version, sample_input_data=pd.DataFrame({"X": [1.0]}))
 
 
+#: the controller's timings, shortened (it inherits the environment of the process that starts it)
+FAST = {"DUCKSERVE_CONTROLLER_INTERVAL": "0.2", "DUCKSERVE_UNREADY_SECS": "2", "DUCKSERVE_CONTROLLER_IDLE_EXIT": "20"}
+
+
 @pytest.fixture(scope="module")
 def account(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    saved = {k: os.environ.get(k) for k in FAST}
+    os.environ.update(FAST)
     base = tmp_path_factory.mktemp("control")
     home = base / "home"
     conn = duckserve.connect(home=str(home))
@@ -58,6 +68,11 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Any:
     for service in rows(conn, "SHOW SERVICES EXCLUDE JOBS"):
         conn.execute(f"DROP SERVICE IF EXISTS {service['name']}")
     conn.close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def server_groups(home: Path) -> list[int]:
@@ -119,3 +134,69 @@ def test_concurrent_resumes_and_calls_start_exactly_the_desired_instances(accoun
     assert sorted(server_groups(home)) == sorted(c["pid"] for c in containers)
     conn.execute("DROP SERVICE race_svc")
     assert server_groups(home) == []
+
+
+def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_instance_is_replaced_while_a_million_rows_complete(account: Any) -> None:
+    conn, home = account["conn"], account["home"]
+    account["mv1"].create_service(service_name="heal_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=2, max_instances=2, num_workers=1, max_batch_rows=20_000)
+    assert controller_running(home)  # started with the instances, in its own session
+    before = rows(conn, "SELECT instance_id, pid, restart_count FROM (SHOW SERVICE CONTAINERS IN SERVICE heal_svc)")
+    assert [b["restart_count"] for b in before] == [0, 0]
+    victim = before[0]["pid"]
+
+    def kill_soon() -> None:
+        time.sleep(0.3)
+        os.killpg(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    got = conn.execute("SELECT count(*), sum(y), count(DISTINCT id) FROM (SELECT range AS id, "
+                       "heal_svc!predict(range::DOUBLE) AS y FROM range(1000000))").fetchone()
+    killer.join()
+    n = 1_000_000
+    assert got == (n, float(sum(range(n)) + n), n)
+
+    def replaced() -> list[dict[str, Any]]:
+        found = rows(conn, "SELECT * FROM (SHOW SERVICE CONTAINERS IN SERVICE heal_svc) ORDER BY instance_id")
+        return found if found[0]["restart_count"] == 1 and found[0]["status"] == "READY" else []
+
+    after = wait_for("the killed instance to come back", replaced)
+    assert after[0]["pid"] != victim and after[0]["last_restart_time"] is not None
+    assert after[1]["restart_count"] == 0 and after[1]["pid"] == before[1]["pid"]
+    instances = rows(conn, "SHOW SERVICE INSTANCES IN SERVICE heal_svc")
+    assert [i["instance_id"] for i in instances] == ["0", "1"] and instances[0]["restart_count"] == 1
+    assert {"status", "spec_digest", "creation_time", "start_time"} <= set(instances[0])
+    assert instances[0]["creation_time"] < instances[0]["start_time"]
+    assert conn.execute("SELECT sum(heal_svc!predict(range::DOUBLE)) FROM range(1000)").fetchone()[0] == 500_500
+    conn.execute("DROP SERVICE heal_svc")
+
+
+def test_an_instance_that_stops_answering_is_replaced(account: Any) -> None:
+    conn = account["conn"]
+    account["mv1"].create_service(service_name="hang_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=1, max_instances=1, num_workers=1)
+    victim = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE hang_svc")[0]["pid"]
+    os.killpg(victim, signal.SIGSTOP)  # alive, but it answers nothing
+    try:
+        found = wait_for("the hung instance to be replaced", lambda: [
+            c for c in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE hang_svc")
+            if c["restart_count"] == 1 and c["status"] == "READY"])
+        assert found[0]["pid"] != victim
+    finally:
+        try:
+            os.killpg(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert conn.execute("SELECT sum(hang_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    conn.execute("DROP SERVICE hang_svc")

@@ -148,9 +148,12 @@ def _show(ctx: Context, st: S.Show) -> Rows:
     if st.what == "SERVICES":
         pool = st.in_name.name if st.in_name is not None else None
         return services.show_services(session, st.like, pool, jobs=not st.options.get("exclude_jobs"))
-    if st.what in ("SERVICE CONTAINERS", "SERVICE INSTANCES"):
+    if st.what == "SERVICE CONTAINERS":
         assert st.in_name is not None
         return services.containers(session, st.in_name)
+    if st.what == "SERVICE INSTANCES":
+        assert st.in_name is not None
+        return services.instances(session, st.in_name)
     if st.what == "ENDPOINTS":
         assert st.in_name is not None
         return services.endpoints(session, st.in_name)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from duckserve.engine.catalog import CatalogObject
-from duckserve.engine.runtimes import Artifact, InstanceSpec, Resources
+from duckserve.engine.runtimes import Artifact, InstanceHandle, InstanceSpec, Resources
 from duckserve.engine.services.gpus import gpu_devices, gpu_environment
 
 DEFAULT_MAX_QUEUE = 16
@@ -42,6 +42,12 @@ def labels_of(account_home: Path, service: CatalogObject, instance_id: int | str
     return {f"{LABEL_PREFIX}home": str(account_home), f"{LABEL_PREFIX}service": service.key,
             f"{LABEL_PREFIX}instance": str(instance_id), f"{LABEL_PREFIX}model": str(service.props.get("model")),
             f"{LABEL_PREFIX}version": str(service.props.get("version"))}
+
+
+def same_instance(record: dict[str, Any], handle: InstanceHandle) -> bool:
+    """Is the stored handle ``record`` (a dict) the instance ``handle`` (same start, same runtime fields)?"""
+    return record.get("started_at") == handle.started_at and record.get("data") == handle.data \
+        and record.get("name") == handle.name
 
 
 def server_spec(home: Path, service: CatalogObject, directory: Path, package_dir: Path, instance_id: int

@@ -18,6 +18,7 @@ pool auto-resume.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from duckserve.engine.results import Rows
 from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_runtime, runtime_for
 from duckserve.engine.services.build_job import BuildJobs
 from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
-from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, server_spec
+from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, same_instance, server_spec
 from duckserve.engine.services.locks import service_lock
 from duckserve.engine.services.views import ServiceViews
 from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
@@ -88,7 +89,10 @@ class Services(ServiceViews):
                 for i in service.props.get("instances", [])}
 
     def instance_urls(self, service: CatalogObject) -> list[str]:
-        urls = (runtime_for(h).endpoint(h) for h in self.handles(service).values())
+        """Where calls go: the instances that answered their readiness probe (all of them while none has)."""
+        records = service.props.get("instances", [])
+        chosen = [r for r in records if r.get("ready")] or records
+        urls = (runtime_for(h).endpoint(h) for h in (InstanceHandle.from_dict(r["handle"]) for r in chosen))
         return [url for url in urls if url]
 
     def model_of(self, service: CatalogObject) -> CatalogObject:
@@ -236,29 +240,99 @@ class Services(ServiceViews):
         return summary
 
     # -- instances --------------------------------------------------------------------------------
-    def _start_instances(self, service: CatalogObject, count: int, wait: bool) -> None:
-        """Have ``count`` instances run (replacing ended ones), the ingress too when enabled."""
+    def _start_instances(self, service: CatalogObject, count: int, wait: bool, replace: Collection[int] = ()
+                         ) -> dict[int, InstanceHandle]:
+        """Have ``count`` instances run (replacing ended ones, and those in ``replace``: running but not
+        answering), the ingress too when enabled. Call it under the service's lock. An instance that
+        failed or was replaced counts as a restart of its instance id. Returns the handles now wanted."""
         package_dir = self.models.package_path(self.model_of(service), service.props["version"])
         directory = self.service_dir(service)
         directory.mkdir(parents=True, exist_ok=True)
         home = self.account.home
+        current = self.handles(service)
+        failed: dict[int, int | None] = {}
+        for instance_id, handle in current.items():
+            if instance_id in replace:
+                runtime_for(handle).stop(handle)
+                failed[instance_id] = None
+            else:
+                state = runtime_for(handle).state(handle)
+                if state.status == "FAILED":
+                    failed[instance_id] = state.exit_code
         wanted = self.runtime_of(service).apply(
-            count, lambda i: server_spec(home, service, directory, package_dir, i), self.handles(service))
-        self._store_handles(service, wanted)
+            count, lambda i: server_spec(home, service, directory, package_dir, i), current)
+        self._store_handles(service, wanted, restarted=failed)
         service.props["status"] = "RUNNING"
         service.props["resumed_on"] = now().isoformat()
         if service.props.get("ingress_enabled") and not service.props.get("ingress"):
             service.props["ingress"] = self._start_ingress(service).to_dict()
         self.account.catalog.update(service)
+        if wanted:
+            self._watch()
         if wait:
             for instance_id, handle in wanted.items():
                 wanted[instance_id] = runtime_for(handle).wait_ready(handle, timeout=READY_TIMEOUT)
-            self._store_handles(service, wanted)
+            self._store_handles(service, wanted, ready=True)
             self.account.catalog.update(service)
+        return wanted
+
+    def _watch(self) -> None:
+        """Have the home's controller watch the running services (started when none runs)."""
+        from duckserve.engine.controller import ensure_controller
+
+        ensure_controller(self.account.home)
 
     @staticmethod
-    def _store_handles(service: CatalogObject, handles: dict[int, InstanceHandle]) -> None:
-        service.props["instances"] = [{"instance_id": i, "handle": h.to_dict()} for i, h in sorted(handles.items())]
+    def _store_handles(service: CatalogObject, handles: dict[int, InstanceHandle], ready: bool = False,
+                       restarted: dict[int, int | None] | None = None) -> None:
+        """Record the instances ``handles`` (by id), keeping what is known of each instance id: its
+        creation, restarts (``restarted``: ids whose previous instance failed, with its exit code, or
+        None when unknown) and whether it answered its readiness probe (``ready``)."""
+        records = {int(r["instance_id"]): r for r in service.props.get("instances", [])}
+        stamp = now().isoformat()
+        out = []
+        for instance_id, handle in sorted(handles.items()):
+            record = dict(records.get(instance_id) or {"instance_id": instance_id, "creation_time": stamp,
+                                                        "restart_count": 0})
+            previous = record.get("handle")
+            same = previous is not None and same_instance(previous, handle)
+            if not same:
+                if previous is not None and instance_id in (restarted or {}):
+                    record["restart_count"] = int(record.get("restart_count") or 0) + 1
+                    record["last_exit_code"] = (restarted or {})[instance_id]
+                    record["last_restart_time"] = stamp
+                record["ready"] = False
+                record["version"] = service.props["version"]
+            record["handle"] = handle.to_dict()
+            if ready:
+                record["ready"] = True
+            out.append(record)
+        service.props["instances"] = out
+
+    def mark_ready(self, service: CatalogObject, handles: dict[int, InstanceHandle]) -> None:
+        """Record that these instances answer their readiness probe (they receive calls from now on)."""
+        with self.lock(service):
+            fresh = self.account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            if fresh is None:
+                return
+            records = {int(r["instance_id"]): r for r in fresh.props.get("instances", [])}
+            for instance_id, handle in handles.items():
+                record = records.get(instance_id)
+                if record is not None and same_instance(record["handle"], handle):
+                    record.update(handle=handle.to_dict(), ready=True)
+            self.account.catalog.update(fresh)
+
+    def heal(self, service: CatalogObject, unready: Collection[int] = ()) -> dict[int, InstanceHandle]:
+        """Replace the service's instances that failed, and those in ``unready`` (running but no longer
+        answering their readiness probe); what the controller calls. Returns the new instances (not
+        yet ready)."""
+        with self.lock(service):
+            fresh = self.account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            if fresh is None or fresh.props.get("status") == "SUSPENDED" or not fresh.props.get("instances"):
+                return {}
+            before = self.handles(fresh)
+            wanted = self._start_instances(fresh, len(before), wait=False, replace=unready)
+        return {i: h for i, h in wanted.items() if i not in before or not same_instance(before[i].to_dict(), h)}
 
     def _start_ingress(self, service: CatalogObject) -> InstanceHandle:
         spec = ingress_spec(self.account.home, service, self.service_dir(service), display_key(service))

@@ -27,7 +27,11 @@ SERVICE_COLUMNS = ("name", "status", "database_name", "schema_name", "owner", "c
                    "num_workers", "functions", "runtime")
 CONTAINER_COLUMNS = ("database_name", "schema_name", "service_name", "instance_id", "container_name", "status",
                      "message", "image_name", "image_digest", "restart_count", "start_time", "pid", "port",
-                     "runtime", "container_id", "exit_code", "endpoint")
+                     "runtime", "container_id", "exit_code", "endpoint", "last_exit_code", "last_restart_time",
+                     "model_version", "service_status", "instance_status")
+INSTANCE_COLUMNS = ("database_name", "schema_name", "service_name", "instance_id", "status", "spec_digest",
+                    "creation_time", "start_time", "restart_count", "last_exit_code", "last_restart_time",
+                    "model_version", "message", "endpoint")
 
 
 class ServiceViews:
@@ -140,27 +144,51 @@ class ServiceViews:
         types.update(max_batch_rows="BIGINT", num_workers="BIGINT", resumed_on="TIMESTAMPTZ", suspended_on="TIMESTAMPTZ")
         return Rows.of(columns, [record], types)
 
-    def containers(self, session: Session, name: str | ObjectName) -> Rows:
-        service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "monitor")
-        records = []
-        for instance_id, handle in self.handles(service).items():
+    def _instance_rows(self, service: CatalogObject) -> list[dict[str, Any]]:
+        """One record per instance: what its runtime observes and what the catalog knows of its id."""
+        out = []
+        status = self.observed_status(service)
+        for record in service.props.get("instances", []):
+            handle = InstanceHandle.from_dict(record["handle"])
             runtime = runtime_for(handle)
             state = runtime.state(handle)
             own = runtime.describe(handle)
             endpoint = runtime.endpoint(handle)
-            records.append({
+            out.append({
                 "database_name": service.database, "schema_name": service.schema, "service_name": service.name,
-                "instance_id": str(instance_id), "container_name": "model-inference",
+                "instance_id": str(record["instance_id"]), "container_name": "model-inference",
                 "status": state.status, "message": state.text, "image_name": service.props.get("image"),
                 "image_digest": own.get("image_digest") or service.props.get("image_digest")
                                 or f"sha256:{service.props.get('env_key')}",
-                "restart_count": 0, "start_time": parse_timestamp(handle.started_at), "pid": own.get("pid"),
+                "restart_count": int(record.get("restart_count") or 0),
+                "start_time": parse_timestamp(handle.started_at), "pid": own.get("pid"),
                 "port": int(endpoint.rsplit(":", 1)[1]) if endpoint else None, "runtime": handle.runtime.upper(),
                 "container_id": own.get("container_id"), "exit_code": state.exit_code, "endpoint": endpoint,
+                "last_exit_code": record.get("last_exit_code"),
+                "last_restart_time": parse_timestamp(record.get("last_restart_time")),
+                "model_version": record.get("version") or service.props.get("version"),
+                "service_status": status, "instance_status": state.status,
+                "spec_digest": record.get("spec_digest") or service.props.get("env_key")
+                               or service.props.get("image_digest"),
+                "creation_time": parse_timestamp(record.get("creation_time")) or parse_timestamp(handle.started_at),
             })
-        return Rows.of(CONTAINER_COLUMNS, records, {"start_time": "TIMESTAMPTZ", "port": "BIGINT", "pid": "BIGINT",
-                                                    "container_id": "VARCHAR", "exit_code": "BIGINT",
-                                                    "endpoint": "VARCHAR"})
+        return out
+
+    def containers(self, session: Session, name: str | ObjectName) -> Rows:
+        service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "monitor")
+        return Rows.of(CONTAINER_COLUMNS, self._instance_rows(service),
+                       {"start_time": "TIMESTAMPTZ", "port": "BIGINT", "pid": "BIGINT", "container_id": "VARCHAR",
+                        "exit_code": "BIGINT", "endpoint": "VARCHAR", "last_exit_code": "BIGINT",
+                        "last_restart_time": "TIMESTAMPTZ", "restart_count": "BIGINT", "image_name": "VARCHAR",
+                        "model_version": "VARCHAR", "message": "VARCHAR"})
+
+    def instances(self, session: Session, name: str | ObjectName) -> Rows:
+        """SHOW SERVICE INSTANCES: Snowflake's columns, then restarts and the version each instance runs."""
+        service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "monitor")
+        return Rows.of(INSTANCE_COLUMNS, self._instance_rows(service),
+                       {"start_time": "TIMESTAMPTZ", "creation_time": "TIMESTAMPTZ", "spec_digest": "VARCHAR",
+                        "last_exit_code": "BIGINT", "last_restart_time": "TIMESTAMPTZ", "restart_count": "BIGINT",
+                        "model_version": "VARCHAR", "message": "VARCHAR", "endpoint": "VARCHAR"})
 
     def endpoints(self, session: Session, name: str | ObjectName) -> Rows:
         service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "show endpoints of")
@@ -176,11 +204,13 @@ class ServiceViews:
     def status_json(self, session: Session, name: str) -> str:
         service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "monitor")
         out = []
+        restarts = {int(r["instance_id"]): int(r.get("restart_count") or 0) for r in service.props.get("instances", [])}
         for instance_id, handle in self.handles(service).items():
             state = runtime_for(handle).state(handle)
             out.append({"status": state.status, "message": state.text, "containerName": "model-inference",
                         "instanceId": str(instance_id), "serviceName": service.name,
-                        "image": service.props.get("image"), "restartCount": 0, "startTime": handle.started_at,
+                        "image": service.props.get("image"), "restartCount": restarts.get(instance_id, 0),
+                        "startTime": handle.started_at,
                         **({"exitCode": state.exit_code} if state.exit_code is not None else {})})
         if not out:
             out.append({"status": self.observed_status(service), "message": "no instance running",

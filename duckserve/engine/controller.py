@@ -1,0 +1,199 @@
+"""The home's controller: one small process per home that keeps running services as the catalog wants them.
+
+Where it runs: a local process beside the catalog (``python -m duckserve.engine.controller --home H``,
+its log in ``H/controller/controller.log``), started on demand by whichever process starts a
+service's instances (``ensure_controller``), in its own session so it outlives that process. One per
+home: it holds ``H/controller/controller.lock`` (an ``fcntl.flock``) while it runs; a second one
+started meanwhile finds the lock taken and exits. It exits by itself once no service of the home has
+had instances for ``DUCKSERVE_CONTROLLER_IDLE_EXIT`` seconds (default 300), and is started again by
+the next service start. ``DUCKSERVE_CONTROLLER=off`` keeps it from being started.
+
+A running service does not need it: instances answer calls whether it runs or not; it only reacts to
+change. Every ``DUCKSERVE_CONTROLLER_INTERVAL`` seconds (default 1) it looks at every service that is
+not suspended and, under the service's lock (``services.locks``), as any session would:
+
+- replaces instances that exited with an error or were killed (FAILED), and those that stopped
+  answering their readiness probe for ``DUCKSERVE_UNREADY_SECS`` (default 30) after having been ready;
+  a replacement counts in SHOW SERVICE CONTAINERS' ``restart_count``, ``last_exit_code`` and
+  ``last_restart_time``. An instance id that keeps failing is restarted after a growing delay
+  (1, 2, 4, ... up to 60 s). Instances that ended cleanly (the idle auto-suspend) are left stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from duckserve.engine import access as A
+from duckserve.engine.catalog import CatalogObject, parse_timestamp
+from duckserve.engine.catalog import now as wall_now
+from duckserve.engine.runtimes import Artifact, InstanceHandle, InstanceSpec, get_runtime, runtime_for
+
+logger = logging.getLogger("duckserve.controller")
+
+MAX_RESTART_DELAY = 60.0
+
+
+def interval() -> float:
+    return float(os.environ.get("DUCKSERVE_CONTROLLER_INTERVAL", "1"))
+
+
+def idle_exit_secs() -> float:
+    return float(os.environ.get("DUCKSERVE_CONTROLLER_IDLE_EXIT", "300"))
+
+
+def unready_secs() -> float:
+    return float(os.environ.get("DUCKSERVE_UNREADY_SECS", "30"))
+
+
+def controller_dir(home: Path) -> Path:
+    return Path(home) / "controller"
+
+
+def _try_lock(home: Path) -> int | None:
+    """The controller lock's file descriptor when this process got the lock, else None."""
+    directory = controller_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "controller.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def controller_running(home: Path) -> bool:
+    fd = _try_lock(home)
+    if fd is None:
+        return True
+    os.close(fd)  # closing releases the lock
+    return False
+
+
+def ensure_controller(home: Path) -> None:
+    """Start the home's controller unless it runs (or ``DUCKSERVE_CONTROLLER=off``)."""
+    if os.environ.get("DUCKSERVE_CONTROLLER", "").lower() in ("off", "0", "false", "no"):
+        return
+    if controller_running(home):
+        return
+    directory = controller_dir(home)
+    spec = InstanceSpec(name="controller", artifact=Artifact.environment(sys.executable),
+                        args=["-m", "duckserve.engine.controller", "--home", str(home)],
+                        env={"PYTHONUNBUFFERED": "1"}, log_path=directory / "controller.log",
+                        state_dir=directory, ready_path="/")
+    get_runtime("process").start(spec)
+
+
+class Controller:
+    """The reconcile loop of one home (see the module's text)."""
+
+    def __init__(self, home: Path) -> None:
+        from duckserve.engine.account import Account
+        from duckserve.engine.services import Services
+
+        self.home = Path(home)
+        self.account = Account(home)
+        self.services = Services(self.account)
+        #: (service key, instance id, started_at) -> when it was first seen not answering after being ready
+        self.unready_since: dict[tuple[str, int, str], float] = {}
+
+    def run(self) -> int:
+        fd = _try_lock(self.home)
+        if fd is None:
+            logger.info("another controller runs for %s: exiting", self.home)
+            return 0
+        logger.info("controller of %s started (pid %d)", self.home, os.getpid())
+        last_busy = time.monotonic()
+        try:
+            while (self.home / "catalog.sqlite").exists():
+                if self.step():
+                    last_busy = time.monotonic()
+                elif time.monotonic() - last_busy > idle_exit_secs():
+                    logger.info("no service has instances: exiting")
+                    break
+                time.sleep(interval())
+        finally:
+            os.close(fd)
+        return 0
+
+    def step(self) -> int:
+        """One pass over the services; returns how many have instances."""
+        busy = 0
+        for service in self.account.catalog.objects(A.SERVICE):
+            if service.props.get("status") == "SUSPENDED" or not service.props.get("instances"):
+                continue
+            try:
+                busy += self.heal(service)
+            except Exception:  # one service's trouble must not stop the others being looked after
+                logger.exception("service %s: reconcile failed", service.key)
+                busy += 1
+        return busy
+
+    def heal(self, service: CatalogObject) -> bool:
+        """Replace what failed or stopped answering; True when some instance is not stopped."""
+        now = time.monotonic()
+        alive = False
+        to_restart: list[int] = []
+        unready: list[int] = []
+        for record in service.props.get("instances", []):
+            instance_id = int(record["instance_id"])
+            handle = InstanceHandle.from_dict(record["handle"])
+            key = (service.key, instance_id, handle.started_at)
+            state = runtime_for(handle).state(handle)
+            alive = alive or state.status != "STOPPED"
+            if state.status == "READY":
+                self.unready_since.pop(key, None)
+                if not record.get("ready"):
+                    self.services.mark_ready(service, {instance_id: handle})
+                continue
+            if state.status == "FAILED":
+                if self._may_restart(record):
+                    to_restart.append(instance_id)
+            elif state.status == "PENDING" and record.get("ready"):
+                since = self.unready_since.setdefault(key, now)
+                if now - since >= unready_secs() and self._may_restart(record):
+                    unready.append(instance_id)
+        if not to_restart and not unready:
+            return alive
+        logger.info("service %s: replacing instances %s (failed) %s (not ready for %gs)", service.key,
+                    to_restart, unready, unready_secs())
+        started = self.services.heal(service, unready=unready)
+        for instance_id, handle in started.items():
+            try:
+                ready = runtime_for(handle).wait_ready(handle, timeout=float(os.environ.get(
+                    "DUCKSERVE_READY_TIMEOUT", "180")))
+            except Exception as exc:
+                logger.warning("service %s: instance %s did not become ready: %s", service.key, instance_id, exc)
+                continue
+            self.services.mark_ready(service, {instance_id: ready})
+        return True
+
+    @staticmethod
+    def _may_restart(record: dict[str, object]) -> bool:
+        """A growing delay between restarts of one instance id that keeps failing (1, 2, 4, ... 60 s)."""
+        last = parse_timestamp(str(record.get("last_restart_time") or "") or None)
+        if last is None:
+            return True
+        count = int(str(record.get("restart_count") or 0))
+        delay = min(MAX_RESTART_DELAY, 2.0 ** max(0, count - 1))
+        return (wall_now() - last).total_seconds() >= delay
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m duckserve.engine.controller",
+                                     description="Keep the running services of a home as the catalog wants them.")
+    parser.add_argument("--home", required=True, help="the home directory (its catalog.sqlite)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    return Controller(Path(args.home)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
