@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 
 import duckserve
+from duckserve.engine.controller import controller_running
 from duckserve.model import CustomModel, ModelContext, inference_api
 from duckserve.registry import Registry
-from duckserve.engine.controller import controller_running
 from tests.conftest import rows
 
 pytestmark = pytest.mark.xdist_group("service_control")
