@@ -9,9 +9,10 @@ Routes::
     GET  /ready             503 until the model is loaded in every worker, then 200 with the model's name
     GET  /healthz           200 while the process lives
     GET  /metadata          the manifest
+    GET  /metrics           Prometheus text metrics of every worker (`metrics`)
 
-Every request passes through `observe` (one log line with its route, status and time): the place
-for counters. Each protocol module decodes its body into the method's input frame and encodes the
+Every request passes through `observe`: one log line with its route, rows, status and time, and
+the counters of `metrics`. Each protocol module decodes its body into the method's input frame and encodes the
 output frame; `infer` runs the method between the two on the worker (`worker`).
 """
 
@@ -39,6 +40,8 @@ from duckserve.inference_server import scoring
 from duckserve.inference_server.decoding import Inputs
 from duckserve.inference_server.errors import ModelError, ProtocolError, ServerError, UnknownMethod
 from duckserve.inference_server.manifest import MethodSpec
+from duckserve.inference_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from duckserve.inference_server.metrics import FLUSH_SECONDS, UNKNOWN_METHOD, ServerMetrics
 from duckserve.inference_server.protocol import (
     ARROW_CONTENT_TYPE,
     BODY_FILE_HEADER,
@@ -113,6 +116,7 @@ async def call_method(request: Request) -> Response:
     started = time.monotonic()
     worker = _worker(request)
     method = worker.method(request.path_params["method"])
+    request.state.method = method.name
     body = await request.body()
     arrow = is_arrow(request.headers.get("content-type"))
     body_file = _exchange_request(request, worker, arrow, body)
@@ -178,6 +182,7 @@ async def invocations(request: Request) -> Response:
     try:
         wanted = request.query_params.get("method")
         method = worker.method(wanted) if wanted else v2.default_method(worker.manifest)
+        request.state.method = method.name
         body = await request.body()
         inputs, _params = scoring.decode_invocation(body, request.headers.get("content-type"), method)
         request.state.rows = len(inputs)
@@ -250,6 +255,7 @@ async def v2_infer(request: Request) -> Response:
     worker, name = _v2_model(request)
     body = await request.body()
     parsed = v2.decode_infer(body, request.headers.get(v2.HEADER_LENGTH), worker.manifest)
+    request.state.method = parsed.method.name
     request.state.rows = len(parsed.inputs)
     answers: list[int | None] = []
 
@@ -300,6 +306,30 @@ async def metadata(request: Request) -> JSONResponse:
     return JSONResponse(json.loads(_worker(request).manifest.to_json()))
 
 
+def _sync_metrics(worker: ModelWorker, metrics: ServerMetrics) -> None:
+    if worker.load_seconds is not None and metrics.model_load_seconds != worker.load_seconds:
+        metrics.loaded(worker.load_seconds)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    worker = _worker(request)
+    metrics: ServerMetrics = request.app.state.metrics
+    _sync_metrics(worker, metrics)
+    text = metrics.exposition(queued=worker.queued(), workers_ready=worker.workers_ready())
+    return Response(text, media_type=METRICS_CONTENT_TYPE)
+
+
+async def flush_metrics(worker: ModelWorker, metrics: ServerMetrics) -> None:
+    """Share this worker's metrics with the others (`metrics`), every FLUSH_SECONDS while they change."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        _sync_metrics(worker, metrics)
+        try:
+            metrics.flush(queued=worker.queued())
+        except OSError:
+            return  # the server is stopping (its state directory is gone)
+
+
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServerError)
     return JSONResponse({"error": str(exc)}, status_code=exc.status_code, headers=exc.headers or None)
@@ -322,6 +352,7 @@ routes = [
     Route("/ready", ready, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metadata", metadata, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
     Route("/ping", ping, methods=["GET"]),
     Route("/health", ping, methods=["GET"]),
     Route("/invocations", invocations, methods=["POST"]),
@@ -335,8 +366,12 @@ routes = [
 ]
 
 
-def observe(app: Any) -> Callable[[Scope, Receive, Send], Any]:
-    """Every HTTP request passes here: one log line with its path, rows, status and time."""
+_QUIET_PATHS = frozenset(("/ready", "/healthz", "/v2/health/live", "/v2/health/ready", "/ping", "/health", "/metrics"))
+
+
+def observe(app: Any, metrics: ServerMetrics) -> Callable[[Scope, Receive, Send], Any]:
+    """Every HTTP request passes here: one log line with its path, rows, status and time; an
+    inference request (a POST) is counted in ``metrics``."""
 
     async def observed(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -345,6 +380,9 @@ def observe(app: Any) -> Callable[[Scope, Receive, Send], Any]:
         started = time.monotonic()
         status = [500]
         scope.setdefault("state", {})
+        inference = scope["method"] == "POST"
+        if inference:
+            metrics.started()
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -355,10 +393,13 @@ def observe(app: Any) -> Callable[[Scope, Receive, Send], Any]:
             await app(scope, receive, sending)
         finally:
             path = scope["path"]
-            if path not in ("/ready", "/healthz", "/v2/health/live", "/v2/health/ready", "/ping", "/health"):
-                rows = scope["state"].get("rows", 0)
+            seconds = time.monotonic() - started
+            rows = scope["state"].get("rows", 0)
+            if inference:
+                metrics.finished(scope["state"].get("method", UNKNOWN_METHOD), status[0], rows, seconds)
+            if path not in _QUIET_PATHS:
                 logger.info("%s %s rows=%d status=%d %.1f ms", scope["method"], path[:120], rows, status[0],
-                            (time.monotonic() - started) * 1000)
+                            seconds * 1000)
 
     return observed
 
@@ -366,20 +407,28 @@ def observe(app: Any) -> Callable[[Scope, Receive, Send], Any]:
 def create_app(settings: ServerSettings | None = None) -> Callable[[Scope, Receive, Send], Any]:
     """The app for one worker process; without ``settings`` they come from the environment."""
     settings = settings or ServerSettings.from_env()
+    metrics = ServerMetrics(settings.state_dir, settings.workers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         worker = ModelWorker(settings)
         app.state.worker = worker
+        app.state.metrics = metrics
         worker.start()
         keeper = asyncio.ensure_future(worker.keep_active()) if settings.idle_timeout is not None else None
         sweeper = asyncio.ensure_future(sweep_exchange(settings)) if settings.exchange_dir is not None else None
+        flusher = asyncio.ensure_future(flush_metrics(worker, metrics)) if settings.workers > 1 else None
         try:
             yield
         finally:
-            for task in (keeper, sweeper):
+            for task in (keeper, sweeper, flusher):
                 if task is not None:
                     task.cancel()
+            if flusher is not None:
+                try:  # what this worker counted stays in the server's sums
+                    metrics.flush(queued=0, force=True)
+                except OSError:
+                    pass
             worker.close()
 
     app = Starlette(
@@ -387,6 +436,6 @@ def create_app(settings: ServerSettings | None = None) -> Callable[[Scope, Recei
         lifespan=lifespan,
         exception_handlers={ServerError: server_error, HTTPException: http_error, Exception: unexpected_error},
     )
-    wrapped = observe(app)
+    wrapped = observe(app, metrics)
     wrapped.state = app.state  # type: ignore[attr-defined]
     return wrapped

@@ -23,6 +23,7 @@ from typing import Any
 from duckserve.inference_server.app import READY_DIR, ServerSettings
 from duckserve.inference_server.http_messages import Limits
 from duckserve.inference_server.manifest import MODEL_DIR, Manifest
+from duckserve.inference_server.metrics import count_restart
 
 logger = logging.getLogger("duckserve.inference_server")
 
@@ -230,6 +231,8 @@ class ForkSupervisor:
                     self.stopping, code = True, STARTUP_FAILURE
                 elif not self.stopping:
                     logger.warning("worker %d exited with %d: starting another", pid, exit_code)
+                    if self.settings.state_dir is not None:
+                        count_restart(self.settings.state_dir)
                     self._fork(slot)
         self._terminate_children()
         return code

@@ -134,6 +134,8 @@ class ModelWorker:
         self.manifest = Manifest.read(settings.package)
         self.model: LoadedModel | None = None
         self.load_error: str | None = None
+        #: how long the model load took (None until it finished)
+        self.load_seconds: float | None = None
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
@@ -172,10 +174,11 @@ class ModelWorker:
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.exception("model %s failed to load", name)
             return
+        self.load_seconds = time.monotonic() - started
         logger.info(
             "model %s loaded in %.2f s; methods: %s",
             name,
-            time.monotonic() - started,
+            self.load_seconds,
             ", ".join(m.name for m in self.manifest.methods),
         )
         # idleness counts from the moment the model can answer, not from process start
@@ -193,6 +196,10 @@ class ModelWorker:
     @property
     def loaded(self) -> bool:
         return self.model is not None
+
+    def queued(self) -> int:
+        """Requests of this process waiting for the model (not the one running on it)."""
+        return max(0, self._outstanding - 1) + self._waiting
 
     def workers_ready(self) -> int:
         """How many live worker processes have loaded the model."""

@@ -7,6 +7,7 @@ with uv (``environments``); the image recorded in the repository names that envi
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from duckserve.engine.environments import EnvironmentBuilder, EnvironmentSpec
 from duckserve.engine.images.repositories import repository_url
 from duckserve.engine.runtimes import Artifact
 from duckserve.engine.services.gpus import host_gpus, runs_on_cpu_only
-from duckserve.errors import BuildError, OperationalError
+from duckserve.errors import BuildError, Error, OperationalError
+
+logger = logging.getLogger("duckserve.engine")
 
 JOB = "JOB"
 LOG_CONTAINER = "model-build"
@@ -95,6 +98,7 @@ class BuildJobs:
                          reused=environment.reused, seconds=round(environment.seconds, 3),
                          warnings=environment.warnings)
         self.account.catalog.update(job)
+        self._keep_log(job)
         return BuildResult(job=name, image=image_path, artifact=Artifact.environment(str(environment.python)),
                            built=not environment.reused,
                            props={"env_key": environment.key, "env_python": str(environment.python),
@@ -132,10 +136,20 @@ class BuildJobs:
                          seconds=round(built.seconds, 3), runtime="docker", pushed=built.pushed,
                          warnings=spec.warnings())
         self.account.catalog.update(job)
+        self._keep_log(job)
         return BuildResult(job=job.name, image=image_path, artifact=Artifact.image(reference, built.digest),
                            built=not built.reused,
                            props={"image_reference": reference, "image_digest": built.digest,
                                   "image_size": built.size, "pushed_layers": built.pushed})
+
+    def _keep_log(self, job: CatalogObject) -> None:
+        """Copy the finished job's log into the event table, where it outlives the job."""
+        from duckserve.engine.services.monitoring import ingest_job_log
+
+        try:
+            ingest_job_log(self.account.home, job)
+        except Error as exc:
+            logger.warning("could not keep the log of job %s in the event table: %s", job.name, exc)
 
     def _fail(self, job: CatalogObject, problem: str, cause: BaseException | None = None) -> NoReturn:
         """Record the job as FAILED with ``problem`` (also in its log, unless the builder wrote it) and raise."""
@@ -144,5 +158,6 @@ class BuildJobs:
                 log.write(f"{now().isoformat()} === duckserve model-build FAILED: {problem}\n")
         job.props.update(status="FAILED", finished_on=now().isoformat(), error=problem)
         self.account.catalog.update(job)
+        self._keep_log(job)
         message = f"{problem} (job {job.name}: CALL SYSTEM$GET_SERVICE_LOGS('{job.name}', 0, '{LOG_CONTAINER}'))"
         raise BuildError(message) from cause

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from duckserve.engine import access as A
+from duckserve.engine import events as E
 from duckserve.engine.account import DEFAULT_RUNTIME, Account, Session, display_key
 from duckserve.engine.catalog import CatalogObject, now
 from duckserve.engine.client import ServiceClient
@@ -32,6 +33,7 @@ from duckserve.engine.models import ModelStore
 from duckserve.engine.names import ObjectName, display, parse_name, parse_simple_name
 from duckserve.engine.results import Rows
 from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_runtime, runtime_for
+from duckserve.engine.services import monitoring
 from duckserve.engine.services.build_job import BuildJobs
 from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
 from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, same_instance, server_spec
@@ -220,6 +222,8 @@ class Services(ServiceViews):
                 self._stop_everything(service)
                 account.catalog.delete(service)
                 raise
+        monitoring.record(self, service, E.SERVICE_CREATED, f"service created with {min_instances} instance(s) of "
+                          f"model {model.key} version {version}", instances=min_instances, version=version)
         return self._summary(self._reload(service), built=build.built, job=build.job)
 
     def _summary(self, service: CatalogObject, built: bool, job: str | None) -> dict[str, Any]:
@@ -349,6 +353,7 @@ class Services(ServiceViews):
         return endpoint.split("://", 1)[-1] if endpoint else None
 
     def _stop_everything(self, service: CatalogObject) -> None:
+        monitoring.ingest_instance_logs(self, service, lines=None)  # the logs outlive the instances
         for handle in self.handles(service).values():
             runtime_for(handle).stop(handle)
         service.props["instances"] = []
@@ -413,7 +418,11 @@ class Services(ServiceViews):
             raise OperationalError(f"service {label}: its compute pool {service.props['compute_pool']} was dropped")
         self._ensure_pool_running(pool)
         # restart what is not ready (idle-exited or crashed instances); wait for those starting
+        status = self.observed_status(service)
+        monitoring.ingest_instance_logs(self, service, lines=None)
         self._start_instances(service, service.props["min_instances"], wait=wait)
+        monitoring.record(self, service, E.SERVICE_RESUMED, f"service resumed (it was {status}) with "
+                          f"{service.props['min_instances']} instance(s)", previous_status=status)
         return self._reload(service)
 
     # -- ALTER / DROP -----------------------------------------------------------------------------
@@ -427,12 +436,14 @@ class Services(ServiceViews):
         return Rows.status("Statement executed successfully.")
 
     def _suspend(self, service: CatalogObject) -> None:
+        monitoring.ingest_instance_logs(self, service, lines=None)
         for handle in self.handles(service).values():
             runtime_for(handle).stop(handle)
         service.props["instances"] = []
         service.props["status"] = "SUSPENDED"
         service.props["suspended_on"] = now().isoformat()
         self.account.catalog.update(service)
+        monitoring.record(self, service, E.SERVICE_SUSPENDED, "service suspended")
 
     def resume(self, session: Session, name: str | ObjectName, if_exists: bool = False) -> Rows:
         service = self.get(session, name, missing_ok=if_exists)
@@ -472,11 +483,17 @@ class Services(ServiceViews):
                     service.comment = settings[key]
                 else:
                     props[key.lower()] = settings[key]
+        before = (props["min_instances"], props["max_instances"])
         props["min_instances"], props["max_instances"] = min_i, max_i
         if props.get("status") != "SUSPENDED":
             self._start_instances(service, min_i, wait=True)  # scale: stop those above, start the missing
         else:
             self.account.catalog.update(service)
+        monitoring.record(self, service, E.SERVICE_ALTERED, f"service altered: {', '.join(sorted(settings))}",
+                          **{k.lower(): v for k, v in settings.items()})
+        if before != (min_i, max_i):
+            monitoring.record(self, service, E.SERVICE_SCALED, f"instances {before[0]}..{before[1]} -> {min_i}..{max_i}",
+                              reason="ALTER SERVICE", min_instances=min_i, max_instances=max_i)
         return Rows.status("Statement executed successfully.")
 
     def drop_service(self, session: Session, name: str | ObjectName, if_exists: bool = False) -> Rows:
@@ -490,6 +507,7 @@ class Services(ServiceViews):
                 return Rows.status("Drop statement executed successfully (service already dropped).")
             self._stop_everything(fresh)
             self.account.catalog.delete(fresh)
+            monitoring.record(self, fresh, E.SERVICE_DROPPED, "service dropped")
         for service_role in A.SERVICE_ROLES:
             for grant in self.account.catalog.grants(object_kind=A.SERVICE_ROLE,
                                                      object_name=f"{service.key}!{service_role}"):
@@ -512,6 +530,8 @@ class Services(ServiceViews):
                 service = self._reload(service)
                 self._stop_everything(service)
                 self.account.catalog.delete(service)
+                monitoring.record(self, service, E.SERVICE_DROPPED,
+                                  f"service dropped by ALTER COMPUTE POOL {pool.name} STOP ALL")
 
     def _on_pool_drop(self, session: Session, pool: CatalogObject) -> None:
         services = self._pool_services(pool)
