@@ -1,8 +1,8 @@
 """Analytics tools over duckserve: SQLAlchemy, pandas and a service function through ``duckserve://``.
 
-Run the jaffle_shop project first, so its database and the CHURN_SVC service exist:
+Run the jaffle_shop dbt project first, so its database and the CHURN_SVC service exist:
 
-    duckserve run examples/jaffle_shop
+    (cd examples/jaffle_shop && dbt seed && dbt run)
     python examples/sqlalchemy_pandas.py
 
 In Jupyter the same URL works with the SQL magics (jupysql): ``%load_ext sql`` then
@@ -23,7 +23,7 @@ DATABASE = Path(__file__).resolve().parent / "jaffle_shop" / "jaffle_shop.duckdb
 
 def main() -> int:
     if not DATABASE.exists():
-        print(f"{DATABASE} does not exist yet: run `duckserve run examples/jaffle_shop` first", file=sys.stderr)
+        print(f"{DATABASE} does not exist yet: run `dbt seed && dbt run` in examples/jaffle_shop first", file=sys.stderr)
         return 1
     home = os.environ.get("DUCKSERVE_HOME")
     engine = sa.create_engine(f"duckserve:///{DATABASE}" + (f"?home={home}" if home else ""))

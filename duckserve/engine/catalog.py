@@ -1,6 +1,6 @@
 """The account catalog: one SQLite database in the home directory.
 
-SQLite in WAL mode lets several processes (a shell, a notebook, a project run) share one home:
+SQLite in WAL mode lets several processes (a shell, a notebook, a dbt run) share one home:
 readers never block, writers hold the lock only for one short transaction, and what one process
 commits the others see on their next read. Every object is a row of ``objects`` (kind, database,
 schema, name, owner role, properties as JSON); privileges are rows of ``grants``.

@@ -1,5 +1,6 @@
 """The ``duckserve`` command: ``sql`` (run SQL from -c, -f, a pipe, or the shell on a terminal),
-``shell`` (the interactive shell) and ``run`` (a dbt-style project)."""
+``shell`` (the interactive shell), ``server``, ``ui`` and ``manifests``. dbt projects run under
+dbt itself, through the ``type: duckserve`` adapter (dbt-duckserve/)."""
 
 from __future__ import annotations
 
@@ -149,12 +150,6 @@ def manifests_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from duckserve.sql.project import run_project_command
-
-    return run_project_command(args)
-
-
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="account directory (default $DUCKSERVE_HOME or ~/.duckserve)")
     parser.add_argument("--user")
@@ -208,21 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(manifests)
     manifests.set_defaults(run=manifests_command)
 
-    run = commands.add_parser("run", help="run a dbt-style project: setup, seeds and models in dependency order")
-    run.add_argument("project_dir", metavar="PROJECT_DIR", help="the folder holding dbt_project.yml")
-    run.add_argument("-s", "--select", nargs="+", default=[], metavar="SELECTOR",
-                     help="models to run: name, +name (with its parents), name+ (with its children), "
-                          "tag:x, path:models/marts, config.materialized:table")
-    run.add_argument("--exclude", nargs="+", default=[], metavar="SELECTOR", help="models to leave out")
-    run.add_argument("--database", help="DuckDB database file (default: the profile's path, else "
-                                        "PROJECT_DIR/<name>.duckdb)")
-    run.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
-    run.add_argument("--vars", help="YAML or JSON mapping that overrides the project's vars")
-    run.add_argument("--target", help="profile target to use (default the profile's target)")
-    run.add_argument("--no-setup", action="store_true", help="skip setup/ and on-run-start")
-    run.add_argument("--no-seeds", action="store_true", help="do not (re)load seeds/*.csv")
-    _connection_options(run)
-    run.set_defaults(run=run_command)
     return parser
 
 

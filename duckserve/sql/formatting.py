@@ -1,7 +1,7 @@
 """Results as text: aligned tables, csv, tsv, json, json lines, markdown and vertical records.
 
-One function, ``render``, turns a result into text in any of ``FORMATS``; the command line,
-the shell and the project runner all print through it. A result is a ``Grid`` (column names, which
+One function, ``render``, turns a result into text in any of ``FORMATS``; the command line
+and the shell print through it. A result is a ``Grid`` (column names, which
 are numeric, Python rows): a statement's rows as the cursor returns them (``Grid.of``), or an
 Arrow table the shell builds itself.
 """
