@@ -106,7 +106,9 @@ class DockerRuntime(Runtime):
         self._ensure_network()
         if self.engine.image(artifact.reference) is None:
             self._log(log_path, f"pulling {artifact.reference}")
+            pulling = time.monotonic()
             self.engine.pull(artifact.reference)
+            self._log(log_path, f"pulled in {time.monotonic() - pulling:.1f}s")
         exchange = tempfile.mkdtemp(prefix="duckserve-exchange-", dir=_shm()) if spec.exchange else None
         env = {**spec.env, "DUCKSERVE_HOST": "0.0.0.0", "DUCKSERVE_PORT": str(spec.port),
                "DUCKSERVE_INSTANCE": spec.name, "HOME": "/tmp"}
