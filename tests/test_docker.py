@@ -234,6 +234,8 @@ def test_a_container_reaches_nothing_but_its_endpoint(world: dict[str, Any]) -> 
     threading.Thread(target=lambda: listener.accept(), daemon=True).start()
     image = rows(world["conn"], "SHOW IMAGES IN IMAGE REPOSITORY images")
     reference = image[0]["image_path"] if image else "duckserve/base:bookworm-python3.11"
+    if engine.image(reference) is None:  # instances run the image by digest: its tag may not be in Docker
+        engine.pull(reference)
     probe = (f"import socket; s = socket.socket(); s.settimeout(3)\ntry:\n    s.connect(({gateway!r}, "
              f"{listener.getsockname()[1]})); print('REACHED')\nexcept OSError as e:\n    print('BLOCKED', e)")
     container = engine.create(f"duckserve-probe-{os.getpid()}", {
