@@ -42,6 +42,16 @@ class Plus(CustomModel):
         return pd.DataFrame({"Y": X["X"] + self.offset})
 
 
+class SlowFirst(CustomModel):
+    """``predict`` adds one; instance 0 takes a tenth of a second per batch, the others none."""
+
+    @inference_api
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        if os.environ.get("DUCKSERVE_INSTANCE", "").endswith("/0"):
+            time.sleep(0.1)
+        return pd.DataFrame({"Y": X["X"] + 1})
+
+
 def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:
     artifact = tmp / f"offset-{version}.txt"
     artifact.write_text(str(offset))
@@ -200,3 +210,39 @@ def test_an_instance_that_stops_answering_is_replaced(account: Any) -> None:
             pass
     assert conn.execute("SELECT sum(hang_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
     conn.execute("DROP SERVICE hang_svc")
+
+
+def batches_answered(conn: Any, service: str, instance: int) -> int:
+    log = conn.execute(f"CALL SYSTEM$GET_SERVICE_LOGS('{service}', {instance}, 'model-inference')").fetchone()[0]
+    return sum(1 for line in log.splitlines() if "POST /predict rows=" in line and "status=200" in line)
+
+
+def test_batches_go_to_the_least_loaded_instance(account: Any) -> None:
+    conn, reg = account["conn"], account["reg"]
+    mv = reg.log_model(SlowFirst(ModelContext()), model_name="slow_first", sample_input_data=pd.DataFrame({"X": [1.0]}))
+    mv.create_service(service_name="skew_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                      min_instances=2, max_instances=2, num_workers=1, max_batch_rows=500)
+    got = conn.execute("SELECT count(*), sum(skew_svc!predict(range::DOUBLE)) FROM range(40000)").fetchone()
+    assert got == (40000, float(sum(range(40000)) + 40000))
+    slow, fast = batches_answered(conn, "skew_svc", 0), batches_answered(conn, "skew_svc", 1)
+    assert slow + fast >= 80
+    assert fast > 3 * slow, (slow, fast)  # round-robin would give each half
+    conn.execute("DROP SERVICE skew_svc")
+
+
+def test_a_lone_instance_killed_mid_query_is_waited_for(account: Any) -> None:
+    """Its batches wait for the replacement the controller starts, and every row comes back once."""
+    conn = account["conn"]
+    account["mv1"].create_service(service_name="lone_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=1, max_instances=1, num_workers=1, max_batch_rows=20_000)
+    victim = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE lone_svc")[0]["pid"]
+    killer = threading.Timer(0.3, os.killpg, (victim, signal.SIGKILL))
+    killer.start()
+    n = 1_000_000
+    got = conn.execute("SELECT count(*), sum(y), count(DISTINCT id) FROM (SELECT range AS id, "
+                       "lone_svc!predict(range::DOUBLE) AS y FROM range(1000000))").fetchone()
+    killer.join()
+    assert got == (n, float(sum(range(n)) + n), n)
+    after = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE lone_svc")
+    assert after[0]["restart_count"] == 1 and after[0]["pid"] != victim
+    conn.execute("DROP SERVICE lone_svc")

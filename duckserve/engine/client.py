@@ -1,9 +1,13 @@
 """The service-function client: rows in batches to a service's instances, answers back in place.
 
-Batches go out concurrently (as many in flight as the warehouse allows) round-robin over the
-instances, in Arrow IPC (the JSON form is the fallback and what external callers use). 429 and 5xx
-answers and broken connections are retried with exponential backoff, up to MAX_BATCH_RETRIES times,
-on the next instance. Every row must come back exactly once and in order, else the call fails.
+Batches go out concurrently (as many in flight as the warehouse allows), each to the least-loaded
+ready instance (fewest batches in flight from this process; an instance that answered 429 counts as
+full until its Retry-After has passed), in Arrow IPC (the JSON form is the fallback and what external
+callers use). An instance that does not answer (killed mid-query, stopping during a model update)
+is set aside for DOWN_SECONDS and its batch re-sent at once to another instance; when none is left
+the batch waits for one (the controller replaces dead instances) for up to ``failover_seconds()``.
+429 answers are resent within OVERLOAD_DEADLINE, 5xx up to MAX_BATCH_RETRIES times with backoff.
+Every row must come back exactly once and in order, else the call fails.
 Rows with a NULL argument are not sent: their result is NULL, as for any strict SQL function.
 An instance on this machine that names an exchange directory gets its Arrow batches as files there
 rather than as HTTP bodies (`protocol`: a large batch crosses loopback HTTP several times slower).
@@ -40,6 +44,75 @@ MAX_RETRY_AFTER = 5.0
 #: how long a batch may keep being turned away with 429 (not processed, so always safe to resend)
 OVERLOAD_DEADLINE = 120.0
 REQUEST_TIMEOUT = 300.0
+#: how long an instance that did not answer is left out of the choice
+DOWN_SECONDS = 5.0
+#: how long an instance's measured answer time counts before it is tried again as average
+STALE_SECONDS = 2.0
+
+
+def failover_seconds() -> float:
+    """How long a batch whose instances all failed waits for a live one ($DUCKSERVE_FAILOVER_SECS, default 60)."""
+    return float(os.environ.get("DUCKSERVE_FAILOVER_SECS", "60"))
+
+
+class InstanceLoad:
+    """What this process knows of each instance's load: batches in flight, how long its recent
+    answers took (a moving average per row), and until when it is full (it answered 429) or down
+    (it did not answer). Shared by every call of the process. The least loaded instance is the one
+    a new batch would be answered soonest by: (in flight + 1) x its time per batch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}  # moving average of a batch's answer time
+        self.heard: dict[str, float] = {}  # when that average was last updated
+        self.full_until: dict[str, float] = {}
+        self.down_until: dict[str, float] = {}
+        self._turn = itertools.count()
+
+    def pick(self, urls: list[str], avoid: str | None = None) -> str | None:
+        """The least-loaded instance of ``urls`` that is not down (None when all are); ties rotate."""
+        now = time.monotonic()
+        with self._lock:
+            alive = [u for u in urls if self.down_until.get(u, 0.0) <= now]
+            if avoid is not None and len(alive) > 1:
+                alive = [u for u in alive if u != avoid] or alive
+            if not alive:
+                return None
+            turn = next(self._turn)
+            # an instance not heard from lately (new, or set aside after a slow answer) counts as average,
+            # so it is tried again
+            recent = {u: self.seconds[u] for u in alive if now - self.heard.get(u, -STALE_SECONDS) < STALE_SECONDS}
+            typical = sum(recent.values()) / len(recent) if recent else 1.0
+
+            def load(i_url: tuple[int, str]) -> tuple[int, float, int]:
+                i, url = i_url
+                full = 1 if self.full_until.get(url, 0.0) > now else 0
+                wait = (self.in_flight.get(url, 0) + 1) * recent.get(url, typical)
+                return (full, wait, (i - turn) % len(alive))
+
+            return min(enumerate(alive), key=load)[1]
+
+    def answered(self, url: str, seconds: float) -> None:
+        with self._lock:
+            before = self.seconds.get(url)
+            self.seconds[url] = seconds if before is None else 0.7 * before + 0.3 * seconds
+            self.heard[url] = time.monotonic()
+
+    def add(self, url: str, delta: int) -> None:
+        with self._lock:
+            self.in_flight[url] = self.in_flight.get(url, 0) + delta
+
+    def full(self, url: str, seconds: float) -> None:
+        with self._lock:
+            self.full_until[url] = time.monotonic() + seconds
+
+    def down(self, url: str) -> None:
+        with self._lock:
+            self.down_until[url] = time.monotonic() + DOWN_SECONDS
+
+
+LOAD = InstanceLoad()
 
 _clients: dict[int, httpx.Client] = {}
 _clients_lock = threading.Lock()
@@ -124,7 +197,6 @@ class ServiceClient:
         self.method = method
         self._instances = instances
         self._urls = instances()
-        self._cycle = itertools.count()
         self.parallelism = max(1, parallelism)
         self.batch_rows = batch_rows or DEFAULT_BATCH_ROWS
         # Arrow IPC unless told otherwise ($DUCKSERVE_WIRE=json selects the external-function JSON form)
@@ -180,35 +252,47 @@ class ServiceClient:
         request = _Request(ids, chunk, self.method, self.use_arrow)
         path = self.method.url_path
         problem = ""
-        attempt, overloaded_since = 0, None
+        attempt, overloaded_since, failed_url, failing_since = 0, None, None, None
         while attempt <= self.max_retries:
             if self.cancelled.is_set():
                 raise self._fail("the query was cancelled")
-            if attempt or overloaded_since is not None:
+            if attempt or overloaded_since is not None or failed_url is not None:
                 self.stats.add(retries=1)
-            url = self._next_url()
+            url = self._next_url(failed_url, problem)
             with self._slots:
                 self.stats.add(in_flight=1, rows_sent=len(ids), batches=1)
+                LOAD.add(url, 1)
+                sent_at = time.monotonic()
                 try:
                     response = request.post(url, path)
                 except httpx.HTTPError as exc:
+                    # the instance died or is stopping: the batch goes elsewhere at once (answers are
+                    # checked row by row, so a batch it had already answered cannot come back twice)
                     problem = f"instance {url} did not answer ({type(exc).__name__}: {exc})"
+                    LOAD.down(url)
                     self._urls = self._instances() or self._urls
-                    self._backoff(attempt, None)
-                    attempt += 1
+                    failed_url = url
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since > failover_seconds():
+                        raise self._fail(f"no instance answered for {failover_seconds():g}s; last: {problem}") from exc
                     continue
                 finally:
+                    LOAD.add(url, -1)
                     self.stats.add(in_flight=-1)
+            failed_url = failing_since = None
             if response.status_code == 200:
+                LOAD.answered(url, time.monotonic() - sent_at)
                 answers = self._decode(response, ids, url)
                 self.stats.add(rows_answered=len(ids))
                 return answers
             problem = f"instance {url} answered {response.status_code}: {_error_text(response)}"
             if response.status_code == 429:
                 # turned away before any work: wait as asked and resend, within the overload deadline
+                LOAD.full(url, _retry_after(response.headers.get("Retry-After")) or BACKOFF_SECONDS)
                 overloaded_since = overloaded_since or time.monotonic()
                 if time.monotonic() - overloaded_since < OVERLOAD_DEADLINE:
-                    self._backoff(0, response.headers.get("Retry-After"))
+                    if LOAD.pick(self._urls, avoid=url) in (None, url):  # nowhere else to go: wait
+                        self._backoff(0, response.headers.get("Retry-After"))
                     continue
             elif response.status_code >= 500:
                 self._backoff(attempt, response.headers.get("Retry-After"))
@@ -235,13 +319,29 @@ class ServiceClient:
             )
         return protocol.result_array(outputs, self.method)
 
-    def _next_url(self) -> str:
+    def _next_url(self, failed: str | None = None, problem: str = "") -> str:
+        """The least-loaded live instance; after ``failed`` did not answer, another one, waiting up to
+        ``failover_seconds()`` for one to be there (a restarted instance, or the new ones of an update)."""
         urls = self._urls
         if not urls:
             urls = self._urls = self._instances()
-        if not urls:
+        if not urls and failed is None:
             raise self._fail("no instance is running: run ALTER SERVICE ... RESUME")
-        return urls[next(self._cycle) % len(urls)]
+        url = LOAD.pick(urls, avoid=failed)
+        if url is not None:
+            return url
+        deadline = time.monotonic() + failover_seconds()
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self.cancelled.is_set():
+                raise self._fail("the query was cancelled")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            self._urls = self._instances() or self._urls
+            url = LOAD.pick(self._urls)
+            if url is not None:
+                return url
+        raise self._fail(f"no instance answered for {failover_seconds():g}s; last: {problem or 'none running'}")
 
     def _backoff(self, attempt: int, retry_after: str | None) -> None:
         if attempt >= self.max_retries:
@@ -318,6 +418,13 @@ def _read_answer_file(url: str, name: str) -> pa.Table:
         return protocol.read_ipc_file(path, "response body")
     finally:
         path.unlink(missing_ok=True)
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(float(value), MAX_RETRY_AFTER) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _error_text(response: httpx.Response) -> str:
