@@ -19,6 +19,7 @@ import pytest
 
 import duckserve
 from duckserve.registry import Registry
+from tests.pandas_frames import round_trip
 from tests.servers import Server, start_server
 
 # Snowflake's connector probes cloud metadata addresses (AWS, Azure, GCP) at login to report its
@@ -351,6 +352,17 @@ def test_snowflake_sqlalchemy_reflection_and_pandas(account: dict[str, Any], adm
                                  "INSTANCE_FAMILY = 'CPU_X64_XS'"))
             pools = conn.execute(sa.text("SELECT name FROM (SHOW COMPUTE POOLS) ORDER BY name")).scalars().all()
         assert "SF_POOL" in pools
+    finally:
+        engine.dispose()
+
+
+def test_pandas_round_trip_through_snowflake_sqlalchemy(account: dict[str, Any]) -> None:
+    server: Server = account["server"]
+    secret = account["secrets"]["admin"]
+    engine = sa.create_engine(f"snowflake://ADMIN@duckserve/?authenticator=PROGRAMMATIC_ACCESS_TOKEN&token={secret}",
+                              connect_args={"host": "127.0.0.1", "port": server.port, "protocol": "http"})
+    try:
+        round_trip(engine, "frames")
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from duckserve.sql.sqlalchemy_dialect import DuckServeDialect
 from tests.deployments import sleepy_service
+from tests.pandas_frames import round_trip
 
 
 @pytest.fixture
@@ -102,6 +103,10 @@ def test_pandas_read_sql_and_to_sql(engine: sa.Engine) -> None:
     assert pd.read_sql_table("uploaded", engine).to_dict("records") == [{"k": "x", "v": 1.5}, {"k": "y", "v": 2.5}]
     shown = pd.read_sql("SHOW WAREHOUSES", engine)
     assert "COMPUTE_WH" in shown["name"].tolist()
+
+
+def test_pandas_round_trip(engine: sa.Engine) -> None:
+    round_trip(engine, "frames")
 
 
 @pytest.mark.xdist_group("services")
