@@ -40,13 +40,18 @@ def _no_service_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _remove_containers_of(base: str) -> None:
-    """Containers of the session's homes (label io.duckserve.home) go too, where Docker runs."""
+    """Containers and Swarm services of the session's homes (label io.duckserve.home) go too, where
+    Docker runs."""
     from duckserve.engine.runtimes.docker_engine import Engine
     from duckserve.errors import Error
 
     engine = Engine()
     try:
         engine.ping()
+        if (engine.info().get("Swarm") or {}).get("ControlAvailable"):  # Swarm services of the homes first
+            for service in engine.services(label=["io.duckserve.home"]):
+                if ((service.get("Spec") or {}).get("Labels") or {}).get("io.duckserve.home", "").startswith(base):
+                    engine.remove_service(service["ID"])
         for container in engine.containers({"io.duckserve.home": None}):
             if (container.get("Labels") or {}).get("io.duckserve.home", "").startswith(base):
                 engine.remove(container["Id"])

@@ -1,11 +1,14 @@
 """``make test``'s helper for the container tests: ``up`` installs and starts what they need when it
-is missing, ``down`` stops what ``up`` started.
+is missing, ``down`` stops what ``up`` started and leaves the swarm as ``up`` found it.
 
     python tests/docker_host.py up|down
 
 As root (here and on CI) ``up`` installs Debian's docker.io, docker-registry and debootstrap with
 apt-get when one is missing and starts dockerd when no engine answers. Otherwise it only says what
 is missing: the container tests then skip, saying how to enable them (on CI, with CI=true, they fail).
+When the engine is in no swarm, ``up`` makes this machine a one-node swarm for the Swarm tests
+(``docker swarm init --advertise-addr 127.0.0.1``: the manager listens on loopback only) and
+``down`` leaves it again; a swarm that was there before is left alone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 STATE = Path(".docker-started")
+SWARM_STATE = Path(".swarm-started")
 PACKAGES = {"docker.io": "dockerd", "docker-registry": "docker-registry", "debootstrap": "debootstrap"}
 SOCKET = "/var/run/docker.sock"
 
@@ -35,7 +39,39 @@ def engine_answers() -> bool:
         return False
 
 
+def swarm_state() -> str:
+    done = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def swarm_up() -> int:
+    """A one-node swarm on loopback when the engine is in none (the Swarm tests need a manager)."""
+    if not shutil.which("docker") or swarm_state() != "inactive":
+        return 0
+    done = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr",
+                           "127.0.0.1:2377"], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"docker_host: docker swarm init failed, the Swarm tests will skip: {done.stderr.strip()}", flush=True)
+        return 0
+    SWARM_STATE.write_text("initialized\n")
+    print("docker_host: this engine is now a one-node swarm (docker swarm init --advertise-addr 127.0.0.1)", flush=True)
+    return 0
+
+
+def swarm_down() -> None:
+    if not SWARM_STATE.exists():
+        return
+    SWARM_STATE.unlink()
+    subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+    print("docker_host: left the swarm that up initialized", flush=True)
+
+
 def up() -> int:
+    code = engine_up()
+    return code or swarm_up()
+
+
+def engine_up() -> int:
     missing = [package for package, program in PACKAGES.items() if not shutil.which(program)]
     root = os.geteuid() == 0
     if missing and root and shutil.which("apt-get"):
@@ -66,6 +102,7 @@ def up() -> int:
 
 
 def down() -> int:
+    swarm_down()
     try:
         pid = int(STATE.read_text())
     except (OSError, ValueError):

@@ -42,3 +42,17 @@ def base_reference() -> str:
 
     require_docker()
     return base_image(Engine(), io.StringIO()).reference
+
+
+def require_swarm() -> None:
+    """Skip (fail on CI) unless this machine's Docker engine is a swarm manager, as
+    ``tests/docker_host.py up`` makes it (``docker swarm init --advertise-addr 127.0.0.1``)."""
+    from duckserve.engine.runtimes.swarm import SwarmRuntime
+
+    require_docker()
+    try:
+        SwarmRuntime().check()
+    except Error as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: the Swarm tests must run, but {exc}")
+        pytest.skip(f"needs a swarm: {exc}. To enable: {HOW} (tests/docker_host.py up initializes the swarm)")

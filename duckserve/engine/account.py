@@ -429,15 +429,21 @@ class Account:
         running = [s for s in services if s.props.get("status") not in ("SUSPENDED",)]
         nodes = 0 if p["state"] == "SUSPENDED" else p["min_nodes"]
         active = min(nodes, len(running))
+        status_message = _pool_status(p["state"], len(services))
+        target = nodes
+        seen = _runtime_nodes(p.get("runtime", DEFAULT_RUNTIME), pool.name, p["min_nodes"])
+        if seen is not None:  # a runtime with nodes of its own (Swarm): what they are
+            nodes, active = seen.ready, seen.active
+            status_message = seen.message or status_message
         return {
             "name": pool.name, "state": ("ACTIVE" if running and p["state"] != "SUSPENDED" else p["state"]),
             "min_nodes": p["min_nodes"], "max_nodes": p["max_nodes"], "instance_family": p["instance_family"],
             "num_services": len(services), "num_jobs": 0, "auto_suspend_secs": p["auto_suspend_secs"],
             "auto_resume": _bool_text(p["auto_resume"]), "active_nodes": active, "idle_nodes": nodes - active,
-            "target_nodes": nodes, "created_on": pool.created_on, "resumed_on": parse_timestamp(p.get("resumed_on")),
+            "target_nodes": target, "created_on": pool.created_on, "resumed_on": parse_timestamp(p.get("resumed_on")),
             "updated_on": pool.updated_on, "owner": pool.owner, "comment": pool.comment,
             "is_exclusive": "false", "application": None, "budget": None, "error_code": "",
-            "status_message": _pool_status(p["state"], len(services)),
+            "status_message": status_message,
             "runtime": p.get("runtime", DEFAULT_RUNTIME).upper(),
         }
 
@@ -937,6 +943,16 @@ def pool_runtime(pool: str, runtime: str | None) -> str:
     except OperationalError as exc:
         raise OperationalError(f"compute pool {display(pool)} cannot use RUNTIME = '{name.upper()}': {exc}") from exc
     return name
+
+
+def _runtime_nodes(runtime: str, pool: str, min_nodes: int) -> Any:
+    """The pool's nodes as its runtime sees them (a ``PoolNodes``), None for runtimes without nodes."""
+    from duckserve.engine.runtimes import get_runtime
+
+    try:
+        return get_runtime(runtime).pool_nodes(pool, min_nodes)
+    except ProgrammingError:
+        return None
 
 
 def display_key(obj: CatalogObject) -> str:

@@ -17,6 +17,7 @@ from duckserve.engine.runtimes.base import (
     InstanceSpec,
     InstanceState,
     InstanceStatus,
+    PoolNodes,
     Resources,
     Runtime,
     tail,
@@ -24,7 +25,7 @@ from duckserve.engine.runtimes.base import (
 from duckserve.errors import ProgrammingError
 
 __all__ = ["INSTANCE_PORT", "RUNTIMES", "Artifact", "InstanceHandle", "InstanceSpec", "InstanceState",
-           "InstanceStatus", "Resources", "Runtime", "get_runtime", "runtime_for", "tail"]
+           "InstanceStatus", "PoolNodes", "Resources", "Runtime", "get_runtime", "runtime_for", "tail"]
 
 
 def _process() -> Runtime:
@@ -39,8 +40,14 @@ def _docker() -> Runtime:
     return DockerRuntime()
 
 
+def _swarm() -> Runtime:
+    from duckserve.engine.runtimes.swarm import SwarmRuntime
+
+    return SwarmRuntime()
+
+
 #: runtime name -> how to make it (one instance per process, made on first use)
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"process": _process, "docker": _docker}
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"process": _process, "docker": _docker, "swarm": _swarm}
 _made: dict[str, Runtime] = {}
 _lock = threading.Lock()
 

@@ -39,13 +39,18 @@ LOG_TAIL_LINES = 40
 
 @dataclass
 class Resources:
-    """Limits of one instance. ``cpus`` in cores and ``memory_bytes`` (None: no limit); ``gpus``
-    whole devices, ``gpu_devices`` the host's device indexes when the engine assigns them."""
+    """Limits of one instance. ``cpus`` in cores and ``memory_bytes`` (None: no limit), as the
+    service requested them; ``gpus`` whole devices, ``gpu_devices`` the host's device indexes when the
+    engine assigns them. ``node_cpus`` and ``node_memory_bytes``: the size of a node of the pool's
+    instance family, which a scheduling engine (Swarm) reserves from and limits to when the service
+    requested nothing."""
 
     cpus: float | None = None
     memory_bytes: int | None = None
     gpus: int = 0
     gpu_devices: tuple[str, ...] = ()
+    node_cpus: float | None = None
+    node_memory_bytes: int | None = None
 
 
 @dataclass
@@ -66,6 +71,18 @@ class Artifact:
     @classmethod
     def image(cls, reference: str, digest: str = "") -> Artifact:
         return cls("image", reference=reference, digest=digest)
+
+
+@dataclass
+class PoolNodes:
+    """What a runtime with nodes of its own (Swarm) sees of a compute pool: nodes carrying the
+    pool's label that are ``ready`` (up and available for tasks), of those ``active`` (running an
+    instance), and a ``message`` when something needs doing."""
+
+    ready: int
+    active: int
+    total: int
+    message: str = ""
 
 
 @dataclass
@@ -194,6 +211,16 @@ class Runtime(ABC):
         """What SHOW SERVICE CONTAINERS shows of an instance: ``container_id``, ``pid``,
         ``image_digest`` where the runtime knows them."""
         return {}
+
+    def pool_nodes(self, pool: str, min_nodes: int) -> PoolNodes | None:
+        """The nodes of compute pool ``pool`` where the runtime has nodes of its own; None where a
+        pool's nodes are notional (processes and containers on this machine)."""
+        return None
+
+    def release(self, labels: Mapping[str, str]) -> None:
+        """After a service's instances are stopped for good (the service is dropped): free what the
+        engine keeps for the whole set (a Swarm service), named by the labels its specs carried."""
+        return None
 
     def apply(self, replicas: int, make_spec: Callable[[int], InstanceSpec],
               current: Mapping[int, InstanceHandle]) -> dict[int, InstanceHandle]:

@@ -46,6 +46,20 @@ def socket_path() -> str:
     return DEFAULT_SOCKET
 
 
+def demultiplex(data: bytes) -> str:
+    """The text of a multiplexed log stream (8-byte frame headers: stream, 0, 0, 0, size)."""
+    out, at = [], 0
+    while at + 8 <= len(data):
+        size = struct.unpack(">I", data[at + 4:at + 8])[0]
+        out.append(data[at + 8:at + 8 + size])
+        at += 8 + size
+    return b"".join(out).decode(errors="replace")
+
+
+def _filters(**filters: list[str]) -> dict[str, str]:
+    return {"filters": json.dumps({k.replace("_", "-"): v for k, v in filters.items()})}
+
+
 class Engine:
     """One Docker engine. Methods raise EngineError (an OperationalError) on failure."""
 
@@ -192,12 +206,7 @@ class Engine:
                                  ok=(200, 404), params=params)
         if response.status_code == 404:
             return ""
-        data, out, at = response.content, [], 0
-        while at + 8 <= len(data):
-            size = struct.unpack(">I", data[at + 4:at + 8])[0]
-            out.append(data[at + 8:at + 8 + size])
-            at += 8 + size
-        return b"".join(out).decode(errors="replace")
+        return demultiplex(response.content)
 
     def run_once(self, name: str, config: dict[str, Any], timeout: float) -> tuple[int, str]:
         """Run a container to its end (no network unless ``config`` says): its exit code and output."""
@@ -219,3 +228,59 @@ class Engine:
         self._request("POST", "/networks/create", f"create network {name}", ok=(201, 409),
                       json={"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Options": options,
                             "Labels": labels})
+
+    # -- swarm mode -------------------------------------------------------------------------------
+    def nodes(self, **filters: list[str]) -> list[dict[str, Any]]:
+        """The swarm's nodes (filters as the API takes them: ``node_label=["k=v"]``, ``role=[...]``)."""
+        filters = {("node.label" if k == "node_label" else k): v for k, v in filters.items()}
+        result: list[dict[str, Any]] = self._request("GET", "/nodes", "list swarm nodes",
+                                                     params={"filters": json.dumps(filters)}).json()
+        return result
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        response = self._request("GET", f"/nodes/{node_id}", f"inspect node {node_id[:12]}", ok=(200, 404))
+        return response.json() if response.status_code == 200 else None
+
+    def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
+        self._request("POST", f"/nodes/{node_id}/update", f"update node {node_id[:12]}",
+                      params={"version": str(version)}, json=spec)
+
+    def services(self, **filters: list[str]) -> list[dict[str, Any]]:
+        """Swarm services (``label=["k=v"]``, ``name=[...]``, ``id=[...]``)."""
+        result: list[dict[str, Any]] = self._request("GET", "/services", "list swarm services",
+                                                     params=_filters(**filters)).json()
+        return result
+
+    def service(self, service: str) -> dict[str, Any] | None:
+        response = self._request("GET", f"/services/{service}", f"inspect swarm service {service}", ok=(200, 404))
+        return response.json() if response.status_code == 200 else None
+
+    def create_service(self, spec: dict[str, Any], registry_auth: str | None = None) -> str:
+        headers = {"X-Registry-Auth": registry_auth} if registry_auth else {}
+        response = self._request("POST", "/services/create", f"create swarm service {spec.get('Name')}", json=spec,
+                                 headers=headers)
+        return str(response.json()["ID"])
+
+    def update_service(self, service: str, version: int, spec: dict[str, Any]) -> list[str]:
+        """Update a service to ``spec`` (Swarm rolls its tasks as the spec's UpdateConfig says);
+        the engine's warnings."""
+        response = self._request("POST", f"/services/{service}/update", f"update swarm service {service}",
+                                 params={"version": str(version)}, json=spec)
+        warnings: list[str] = (response.json() or {}).get("Warnings") or []
+        return warnings
+
+    def remove_service(self, service: str) -> None:
+        self._request("DELETE", f"/services/{service}", f"remove swarm service {service}", ok=(200, 404))
+
+    def tasks(self, **filters: list[str]) -> list[dict[str, Any]]:
+        """Swarm tasks (``service=[id or name]``, ``desired_state=["running"]``, ``label=[...]``)."""
+        result: list[dict[str, Any]] = self._request("GET", "/tasks", "list swarm tasks",
+                                                     params=_filters(**filters)).json()
+        return result
+
+    def task_logs(self, task: str, lines: int | None = None) -> str:
+        """A task's output, as ``docker service logs`` reads it (from the node that ran it)."""
+        params = {"stdout": "1", "stderr": "1", "tail": str(lines) if lines is not None else "all"}
+        response = self._request("GET", f"/tasks/{task}/logs", f"read the logs of task {task[:12]}",
+                                 ok=(200, 404, 503), params=params)
+        return demultiplex(response.content) if response.status_code == 200 else ""

@@ -78,7 +78,7 @@ class BuildJobs:
                             "call create_service without gpu_requests")
         # a GPU service on a host with NVIDIA GPUs gets the index's CUDA builds; every other one CPU builds
         spec = EnvironmentSpec.from_manifest(manifest, accelerator="gpu" if gpus and host_gpus() else "cpu")
-        if pool.props.get("runtime") == "docker":
+        if pool.props.get("runtime") in ("docker", "swarm"):  # engines that run images
             return self._image(session, job, model, version, spec, repo, package, force)
         try:
             environment = self.builder.build(spec, log_path, force=force)
@@ -106,7 +106,7 @@ class BuildJobs:
 
     def _image(self, session: Session, job: CatalogObject, model: CatalogObject, version: str,
                spec: EnvironmentSpec, repo: CatalogObject, package: Path, force: bool) -> BuildResult:
-        """For a Docker pool: a layered OCI image, pushed to the repository's registry."""
+        """For a Docker or Swarm pool: a layered OCI image, pushed to the repository's registry."""
         from duckserve.engine.images.builder import ImageBuilder, dependencies_key, image_name, image_tag
         from duckserve.engine.images.registry import open_registry, repository_path
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from duckserve.engine.catalog import CatalogObject
+from duckserve.engine.families import FAMILIES
 from duckserve.engine.runtimes import Artifact, InstanceHandle, InstanceSpec, Resources
 from duckserve.engine.services.gpus import gpu_devices, gpu_environment
 
@@ -41,7 +42,8 @@ def memory_bytes(memory_requests: str | None) -> int | None:
 def labels_of(account_home: Path, service: CatalogObject, instance_id: int | str) -> dict[str, str]:
     return {f"{LABEL_PREFIX}home": str(account_home), f"{LABEL_PREFIX}service": service.key,
             f"{LABEL_PREFIX}instance": str(instance_id), f"{LABEL_PREFIX}model": str(service.props.get("model")),
-            f"{LABEL_PREFIX}version": str(service.props.get("version"))}
+            f"{LABEL_PREFIX}version": str(service.props.get("version")),
+            f"{LABEL_PREFIX}compute-pool": str(service.props.get("compute_pool"))}
 
 
 def same_instance(record: dict[str, Any], handle: InstanceHandle) -> bool:
@@ -72,9 +74,12 @@ def server_spec(home: Path, service: CatalogObject, directory: Path, package_dir
         env["PYTHONDONTWRITEBYTECODE"] = ""  # write bytecode (empty unsets it): later starts import faster
     else:
         env.pop("CUDA_VISIBLE_DEVICES", None)  # the engine's device requests decide what a container sees
+    family = FAMILIES.get(str(p.get("instance_family")))
     resources = Resources(cpus=float(p["cpu_requests"]) if p.get("cpu_requests") else None,
                           memory_bytes=memory_bytes(p.get("memory_requests")),
-                          gpus=int(p.get("gpu_requests") or 0), gpu_devices=gpu_devices(p, instance_id))
+                          gpus=int(p.get("gpu_requests") or 0), gpu_devices=gpu_devices(p, instance_id),
+                          node_cpus=float(family.vcpu) if family else None,
+                          node_memory_bytes=family.memory_gib * 2**30 if family else None)
     return InstanceSpec(name=f"{service.key}/{instance_id}", artifact=artifact, args=args, env=env,
                         log_path=directory / f"instance-{instance_id}.log", state_dir=directory,
                         resources=resources, labels=labels_of(home, service, instance_id), exchange=True)

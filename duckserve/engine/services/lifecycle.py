@@ -36,7 +36,7 @@ from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_ru
 from duckserve.engine.services import monitoring
 from duckserve.engine.services.build_job import BuildJobs
 from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
-from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, same_instance, server_spec
+from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, labels_of, same_instance, server_spec
 from duckserve.engine.services.locks import service_lock
 from duckserve.engine.services.views import ServiceViews
 from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
@@ -197,7 +197,7 @@ class Services(ServiceViews):
             A.SERVICE, full.name, owner=session.role, database=full.database, schema=full.schema,
             props={
                 "model": model.key, "model_name": model.name, "version": version, "compute_pool": pool.name,
-                "runtime": runtime_name, "image_repository": repo.key, "image": build.image, **build.props,
+                "runtime": runtime_name, "instance_family": family.name, "image_repository": repo.key, "image": build.image, **build.props,
                 "ingress_enabled": bool(ingress_enabled),
                 "min_instances": min_instances, "max_instances": max_instances, "cpu_requests": cpu_requests,
                 "memory_requests": memory_requests, "gpu_requests": None if gpu_requests is None else str(gpu_requests),
@@ -356,6 +356,7 @@ class Services(ServiceViews):
         monitoring.ingest_instance_logs(self, service, lines=None)  # the logs outlive the instances
         for handle in self.handles(service).values():
             runtime_for(handle).stop(handle)
+        self.runtime_of(service).release(labels_of(self.account.home, service, ""))  # e.g. the Swarm service
         service.props["instances"] = []
         ingress = service.props.get("ingress")
         if ingress:
