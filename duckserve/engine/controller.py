@@ -145,13 +145,16 @@ class Controller:
             instance_id = int(record["instance_id"])
             handle = InstanceHandle.from_dict(record["handle"])
             key = (service.key, instance_id, handle.started_at)
-            state = runtime_for(handle).state(handle)
+            runtime = runtime_for(handle)
+            state = runtime.state(handle)
             alive = alive or state.status != "STOPPED"
             if state.status == "READY":
                 self.unready_since.pop(key, None)
                 if not record.get("ready"):
                     self.services.mark_ready(service, {instance_id: handle})
                 continue
+            if runtime.heals_itself:
+                continue  # Swarm restarts and reschedules its tasks itself
             if state.status == "FAILED":
                 if self._may_restart(record):
                     to_restart.append(instance_id)

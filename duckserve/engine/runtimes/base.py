@@ -164,8 +164,11 @@ class Runtime(ABC):
     """Starts, watches and stops service instances. Every method but ``start`` works from any
     process that shares the home, given the handle ``start`` returned."""
 
-    #: the name handles carry and pools choose (RUNTIME = 'PROCESS' | 'DOCKER')
+    #: the name handles carry and pools choose (RUNTIME = 'PROCESS' | 'DOCKER' | 'SWARM')
     name: str = ""
+    #: the engine restarts instances that fail or stop answering, and replaces lost ones, by itself
+    #: (Swarm): the home's controller leaves them to it
+    heals_itself: bool = False
 
     def check(self) -> None:
         """Raise OperationalError saying what is missing and how to get it when this runtime

@@ -95,6 +95,7 @@ class SwarmRuntime(Runtime):
     """Swarm services on the swarm whose manager is this machine's Docker engine."""
 
     name = "swarm"
+    heals_itself = True
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()

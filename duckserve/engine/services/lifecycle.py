@@ -36,7 +36,13 @@ from duckserve.engine.runtimes import InstanceHandle, Resources, Runtime, get_ru
 from duckserve.engine.services import monitoring
 from duckserve.engine.services.build_job import BuildJobs
 from duckserve.engine.services.gpus import check_gpu_request, default_workers, gpu_count, gpu_note
-from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE, ingress_spec, labels_of, same_instance, server_spec
+from duckserve.engine.services.instances import (
+    DEFAULT_MAX_QUEUE,
+    ingress_spec,
+    labels_of,
+    same_instance,
+    server_spec,
+)
 from duckserve.engine.services.locks import service_lock
 from duckserve.engine.services.views import ServiceViews
 from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
