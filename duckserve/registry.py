@@ -200,6 +200,21 @@ class ModelVersion:
             auto_suspend_secs=kwargs.get("auto_suspend_secs"), max_queue=kwargs.get("max_queue"),
         )
 
+    def update_service(self, service_name: str) -> None:
+        """Move a running service of this model to this version without downtime (as ALTER SERVICE s SET
+        MODEL_VERSION = '<this version>'): new instances start beside the old ones, calls move once
+        they are ready, then the old ones stop. A version that fails to build or load leaves the old
+        one serving and raises, saying how to retry or roll back."""
+        services = self.registry._services
+        self.registry._sync_role()
+        service = services.get(self.registry.session, parse_name(service_name, "service_name"))
+        if service.props.get("model") != self._model.key:
+            raise ProgrammingError(
+                f"service {display_key(service)} runs model {service.props.get('model')}, not "
+                f"{self.fully_qualified_model_name}: update it with a version of its own model"
+            )
+        services.update_version(self.registry.session, service.key, self.version_name)
+
     def list_services(self) -> pd.DataFrame:
         services = self.registry._services
         self.registry._sync_role()

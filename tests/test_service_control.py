@@ -52,6 +52,19 @@ class SlowFirst(CustomModel):
         return pd.DataFrame({"Y": X["X"] + 1})
 
 
+class Broken(CustomModel):
+    """Loads where it is logged, fails to load in an inference server."""
+
+    def __init__(self, context: ModelContext) -> None:
+        super().__init__(context)
+        if os.environ.get("DUCKSERVE_INSTANCE"):
+            raise RuntimeError("this version's weights are corrupt")
+
+    @inference_api
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"Y": X["X"]})
+
+
 def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:
     artifact = tmp / f"offset-{version}.txt"
     artifact.write_text(str(offset))
@@ -246,3 +259,68 @@ def test_a_lone_instance_killed_mid_query_is_waited_for(account: Any) -> None:
     after = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE lone_svc")
     assert after[0]["restart_count"] == 1 and after[0]["pid"] != victim
     conn.execute("DROP SERVICE lone_svc")
+
+
+def test_model_update_under_load_loses_nothing_and_a_broken_version_leaves_the_old_serving(account: Any) -> None:
+    conn, home, reg, base = account["conn"], account["home"], account["reg"], account["base"]
+    account["mv1"].create_service(service_name="upd_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=2, max_instances=2, num_workers=1, max_batch_rows=2_000)
+    log_plus(reg, base, "v2", 2.0)
+    n = 20_000
+    query = (f"SELECT count(*) AS n, count(*) FILTER (WHERE y - x = 1) AS v1, count(*) FILTER (WHERE y - x = 2) AS v2 "
+             f"FROM (SELECT range::DOUBLE AS x, upd_svc!predict(range::DOUBLE) AS y FROM range({n}))")
+    results: list[tuple[int, int, int]] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        client = duckserve.connect(home=str(home))
+        try:
+            while not stop.is_set():
+                try:
+                    results.append(client.execute(query).fetchone())
+                except BaseException as exc:  # counted: the test wants none
+                    failures.append(exc)
+        finally:
+            client.close()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        wait_for("queries before the update", lambda: len(results) >= 2)
+        old_pids = {c["pid"] for c in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE upd_svc")}
+        conn.execute("ALTER SERVICE upd_svc SET MODEL_VERSION = 'V2'")
+        during = len(results)
+        wait_for("queries after the update", lambda: len(results) >= during + 3)
+    finally:
+        stop.set()
+        loader.join()
+    assert failures == []
+    assert all(r[0] == n and r[1] + r[2] == n for r in results), [r for r in results if r[1] + r[2] != n]
+    assert results[0] == (n, n, 0) and results[-1] == (n, 0, n)
+    described = rows(conn, "DESCRIBE SERVICE upd_svc")[0]
+    assert (described["model_version"], described["update_status"], described["target_model_version"]) == \
+        ("V2", "DONE", "V2")
+    containers = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE upd_svc")
+    assert [c["model_version"] for c in containers] == ["V2", "V2"] and not old_pids & {c["pid"] for c in containers}
+    assert len(server_groups(home)) == len([s for s in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE upd_svc")])
+
+    # a version that fails to load: the update FAILS, V2 keeps serving, the message says what to do
+    reg.log_model(Broken(ModelContext()), model_name="plus", version_name="v3",
+                  sample_input_data=pd.DataFrame({"X": [1.0]}))
+    with pytest.raises(duckserve.errors.OperationalError, match="weights are corrupt") as failed:
+        conn.execute("ALTER SERVICE upd_svc SET MODEL_VERSION = 'V3'")
+    assert "MODEL_VERSION = 'V2'" in str(failed.value) and "V2 still serves" in str(failed.value)
+    described = rows(conn, "DESCRIBE SERVICE upd_svc")[0]
+    assert (described["model_version"], described["update_status"], described["target_model_version"]) == \
+        ("V2", "FAILED", "V3")
+    assert "weights are corrupt" in described["update_message"] and "roll back" in described["update_message"]
+    assert conn.execute("SELECT sum(upd_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 65
+    assert len(server_groups(home)) == 2  # the broken version's instances are gone
+    conn.execute("ALTER SERVICE upd_svc SET MODEL_VERSION = 'V2'")  # the roll back: V2 never stopped
+    assert rows(conn, "DESCRIBE SERVICE upd_svc")[0]["update_status"] is None
+
+    # the Python form
+    account["mv1"].update_service("upd_svc")
+    assert conn.execute("SELECT sum(upd_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    conn.execute("DROP SERVICE upd_svc")

@@ -46,6 +46,8 @@ OVERLOAD_DEADLINE = 120.0
 REQUEST_TIMEOUT = 300.0
 #: how long an instance that did not answer is left out of the choice
 DOWN_SECONDS = 5.0
+#: how often a call reads the service's instances again
+REREAD_SECONDS = 1.0
 #: how long an instance's measured answer time counts before it is tried again as average
 STALE_SECONDS = 2.0
 
@@ -197,6 +199,7 @@ class ServiceClient:
         self.method = method
         self._instances = instances
         self._urls = instances()
+        self._read_at = time.monotonic()
         self.parallelism = max(1, parallelism)
         self.batch_rows = batch_rows or DEFAULT_BATCH_ROWS
         # Arrow IPC unless told otherwise ($DUCKSERVE_WIRE=json selects the external-function JSON form)
@@ -323,8 +326,10 @@ class ServiceClient:
         """The least-loaded live instance; after ``failed`` did not answer, another one, waiting up to
         ``failover_seconds()`` for one to be there (a restarted instance, or the new ones of an update)."""
         urls = self._urls
-        if not urls:
-            urls = self._urls = self._instances()
+        if not urls or time.monotonic() - self._read_at > REREAD_SECONDS:
+            # new instances (scaled up, or an update's) get batches within a second of being recorded
+            urls = self._urls = self._instances() or urls
+            self._read_at = time.monotonic()
         if not urls and failed is None:
             raise self._fail("no instance is running: run ALTER SERVICE ... RESUME")
         url = LOAD.pick(urls, avoid=failed)

@@ -44,6 +44,7 @@ from duckserve.engine.services.instances import (
     server_spec,
 )
 from duckserve.engine.services.locks import service_lock
+from duckserve.engine.services.updates import ModelUpdates
 from duckserve.engine.services.views import ServiceViews
 from duckserve.errors import InsufficientPrivileges, ObjectNotFound, OperationalError, ProgrammingError
 
@@ -58,7 +59,7 @@ def as_name(name: str | ObjectName) -> ObjectName:
     return name if isinstance(name, ObjectName) else parse_name(name)
 
 
-class Services(ServiceViews):
+class Services(ModelUpdates, ServiceViews):
     def __init__(self, account: Account) -> None:
         self.account = account
         self.models = ModelStore(account)
@@ -82,6 +83,12 @@ class Services(ServiceViews):
 
     def service_dir(self, service: CatalogObject) -> Path:
         return self.root / service.database / service.schema / service.name
+
+    def instance_dir(self, service: CatalogObject) -> Path:
+        """Where the instances of the service's current version keep their logs and port files (a
+        model update starts the new version's instances in a directory of their own)."""
+        given = service.props.get("instance_dir")
+        return Path(given) if given else self.service_dir(service)
 
     def lock(self, service: CatalogObject) -> AbstractContextManager[None]:
         """The service's lifecycle lock (a context manager), held across every process of the home."""
@@ -256,7 +263,7 @@ class Services(ServiceViews):
         answering), the ingress too when enabled. Call it under the service's lock. An instance that
         failed or was replaced counts as a restart of its instance id. Returns the handles now wanted."""
         package_dir = self.models.package_path(self.model_of(service), service.props["version"])
-        directory = self.service_dir(service)
+        directory = self.instance_dir(service)
         directory.mkdir(parents=True, exist_ok=True)
         home = self.account.home
         current = self.handles(service)
@@ -469,8 +476,14 @@ class Services(ServiceViews):
             return Rows.status("Statement executed successfully.")
         label = display_key(service)
         self.account.require(session, service, ("OPERATE",), f"alter service {label}")
+        settings = dict(settings)
+        version = settings.pop("MODEL_VERSION", None)
         with self.lock(service):
-            return self._alter_locked(self._reload(service), settings)
+            result = self._alter_locked(self._reload(service), settings) if settings else None
+            if version is not None:
+                return self.update_version(session, service.key, str(version))
+        assert result is not None
+        return result
 
     def _alter_locked(self, service: CatalogObject, settings: dict[str, Any]) -> Rows:
         label = display_key(service)

@@ -73,7 +73,8 @@ class ServiceViews:
             "resumed_on": parse_timestamp(p.get("resumed_on")), "suspended_on": parse_timestamp(p.get("suspended_on")),
             "auto_suspend_secs": p.get("auto_suspend_secs", 0), "comment": service.comment,
             "owner_role_type": "ROLE", "query_warehouse": None, "is_job": "false", "is_async_job": "false",
-            "spec_digest": p.get("env_key") or p.get("image_digest"), "is_upgrading": "false",
+            "spec_digest": p.get("env_key") or p.get("image_digest"),
+            "is_upgrading": "true" if p.get("update_status") == "UPDATING" else "false",
             "managing_object_domain": "Model", "managing_object_name": p["model"], "model_name": p["model"],
             "model_version": p["version"], "image": p.get("image"),
             "ingress_enabled": "true" if p.get("ingress_enabled") else "false",
@@ -137,9 +138,11 @@ class ServiceViews:
             "instance_family": pool.props["instance_family"] if pool else None,
             "gpu_requests": p.get("gpu_requests"), "gpu_note": p.get("gpu_note"),
             "build_job": p.get("build_job"), "max_batch_rows": p.get("max_batch_rows"),
+            "target_model_version": p.get("target_model_version"), "update_status": p.get("update_status"),
+            "update_message": p.get("update_message"),
         })
         columns = (*SERVICE_COLUMNS, "spec", "instance_family", "gpu_requests", "gpu_note", "build_job",
-                   "max_batch_rows")
+                   "max_batch_rows", "target_model_version", "update_status", "update_message")
         types = {c: "VARCHAR" for c in columns if record.get(c) is None}
         types.update(max_batch_rows="BIGINT", num_workers="BIGINT", resumed_on="TIMESTAMPTZ", suspended_on="TIMESTAMPTZ")
         return Rows.of(columns, [record], types)
