@@ -39,6 +39,7 @@ console:
 bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/front.py
+	$(PY) bench/snowflake_server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts duckserve/fronts/console/web/node_modules

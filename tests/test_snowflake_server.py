@@ -367,6 +367,20 @@ def test_pandas_round_trip_through_snowflake_sqlalchemy(account: dict[str, Any])
         engine.dispose()
 
 
+def test_the_readmes_example_runs() -> None:
+    """examples/snowflake_clients.py, as README tells users to run it: its own account and server."""
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "snowflake_clients.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "connector, SHOW COMPUTE POOLS: [('DEMO_POOL', 'IDLE')]" in done.stdout
+    assert "connector, fetch_pandas_all: (100000, 2) ['id', 'amount']" in done.stdout
+    assert "snowflake-sqlalchemy, read_sql: [{'name': 'ann', 'score': 1.5}, {'name': 'bob', 'score': 2.5}]" \
+        in done.stdout
+
+
 def test_server_refuses_unknown_sessions(account: dict[str, Any]) -> None:
     import httpx
 
