@@ -374,8 +374,10 @@ class SwarmRuntime(Runtime):
                 return InstanceState("READY")
         if live:
             return InstanceState("PENDING", message=_task_error(live[0]))
-        if int(handle.data["slot"]) > replicas or not tasks:
+        if int(handle.data["slot"]) > replicas:
             return InstanceState("STOPPED")
+        if not tasks:
+            return InstanceState("PENDING", message="waiting for Swarm to schedule a task")
         last = tasks[0]
         code = ((last.get("Status") or {}).get("ContainerStatus") or {}).get("ExitCode")
         state = _task_state(last)
@@ -427,6 +429,8 @@ class SwarmRuntime(Runtime):
         """The output of the slot's tasks, oldest first (Swarm keeps a few ended ones)."""
         parts = []
         for task in reversed(self._tasks(handle)):
+            if not ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID"):
+                continue  # never started: no output (the engine answers with an error text)
             text = self.engine.task_logs(task["ID"])
             if text:
                 parts.append(text if text.endswith("\n") else text + "\n")
