@@ -8,6 +8,7 @@ packages); every other service reuses their layers."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -119,6 +120,18 @@ def test_the_image_is_layered_in_the_registry_and_docker_pulls_it(world: dict[st
         assert pulled.returncode == 0, pulled.stderr
         assert image["digest"] in pulled.stdout
 
+    # instances start without compiling: what the server and the model's framework import (the
+    # standard library too) has its bytecode in the image
+    from duckserve.engine.runtimes.docker_engine import Engine
+
+    code, output = Engine().run_once(f"duckserve-test-imports-{os.getpid()}", {
+        "Image": f"{url}/clf@{image['digest']}", "Entrypoint": ["/usr/bin/python3.11"],
+        "Cmd": ["-v", "-c", "import duckserve.inference_server.serve, pandas, pyarrow, sklearn"]}, timeout=300)
+    loaded = [line for line in output.splitlines() if line.startswith("# code object from")]
+    compiled = [line for line in loaded if not line.endswith(".pyc'")]
+    assert code == 0 and len(loaded) > 500 and not compiled, compiled[:10]
+    assert re.search(r"loaded into the local Docker engine \([1-4] new layer\(s\) of 5\)", build_log), build_log
+
     # a second version with the same dependencies pushes only its model layer
     mv2 = world["reg"].log_model(world["model"], model_name="clf", version_name="v2",
                                  sample_input_data=world["X"].head(20))
@@ -128,6 +141,7 @@ def test_the_image_is_layered_in_the_registry_and_docker_pulls_it(world: dict[st
     assert job["status"] == "DONE"
     log = conn.execute(f"CALL SYSTEM$GET_SERVICE_LOGS('{second['build_job']}', 0, 'model-build')").fetchone()[0]
     assert "1 new layer(s) of 5" in log and "pushed 1: model package" in log
+    assert "loaded into the local Docker engine (1 new layer(s) of 5)" in log
     tags = sorted(i["tags"].split("-")[0] for i in rows(conn, "SHOW IMAGES IN IMAGE REPOSITORY images"))
     assert tags == ["v1", "v2"]
 

@@ -14,17 +14,25 @@ Python version and platform (``--python-version``, ``--python-platform``), into 
 become layers. The only container a build runs has no network: it imports the server's and the
 model's frameworks with the image's own Python, so their bytecode is written once into the layers
 (sources are dated at the layers' fixed time, which the bytecode records) and instances start
-without compiling. A second version of a model with the same dependencies reuses layers 1 to 4 and
-pushes only the last; the same inputs give the same image digest.
+without compiling. That includes the base image's own modules (its standard library): the base
+layer dates its files too, so the bytecode Debian wrote no longer matches them; theirs goes into
+the layer of the packages that import them. A second version of a model with the same
+dependencies reuses layers 1 to 4 and pushes only the last; the same inputs give the same image
+digest. While the layers are pushed, the image is also loaded into the local Docker engine
+(``preload``), so an instance's pull only reads the manifest.
+
+The work trees live in memory when /dev/shm has room (``_scratch``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from duckserve.engine import environments as envs
+from duckserve.engine.images import preload
 from duckserve.engine.images.base import BaseImage, base_image
 from duckserve.engine.images.layers import (
     EPOCH,
@@ -48,7 +57,7 @@ from duckserve.engine.images.layers import (
 )
 from duckserve.engine.images.registry import RegistryClient, json_bytes
 from duckserve.engine.runtimes.docker_engine import Engine
-from duckserve.errors import BuildError
+from duckserve.errors import BuildError, OperationalError
 
 MODEL_PATH = "/opt/duckserve/model"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -60,6 +69,8 @@ SERVER_MODULES = ("duckserve.inference_server.serve", "duckserve.inference_serve
                   "duckserve.inference_server.handlers", "duckserve.inference_server.protocol",
                   "pandas", "pyarrow", "numpy", "uvicorn.protocols.http.h11_impl",
                   "uvicorn.protocols.http.httptools_impl", "uvicorn.lifespan.on", "uvicorn.loops.auto")
+#: what the package layers hold changed (2: the bytecode of the base image's modules): their cache keys change
+LAYOUT = 2
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 
 
@@ -118,8 +129,10 @@ class ImageBuilder:
         log.write(f"server packages: {' '.join(server_pins)}\nmodel dependencies: {' '.join(deps_pins) or '(none)'}\n")
         site = _site_dir(base)
         package_key = envs.server_source_digest()
-        keys = {"server": key_of("server", base.key, server_pins), "duckserve": key_of("duckserve", package_key, site),
-                "deps": key_of("deps", base.key, server_pins, deps_pins), "model": key_of("model", _tree_digest(package))}
+        keys = {"server": key_of("server", LAYOUT, base.key, server_pins),
+                "duckserve": key_of("duckserve", package_key, site),
+                "deps": key_of("deps", LAYOUT, base.key, server_pins, deps_pins),
+                "model": key_of("model", _tree_digest(package))}
         config_labels = {**labels, "io.duckserve.dependencies": ",".join(deps_pins)[:4000],
                          "io.duckserve.python": base.python_version, "io.duckserve.base": base.reference}
         existing = registry.manifest(repository, tag)
@@ -229,15 +242,18 @@ class ImageBuilder:
                 for name, description in (("server", "server packages"), ("duckserve", "duckserve server"),
                                           ("deps", "model dependencies")):
                     with _timed(log, f"wrote the layer of the {description}"):
-                        layer = found[name] or write_layer([(trees[name], site)], description, skip=SKIPPED[:2])
+                        layer = found[name] or write_layer([(trees[name], site), (_base_tree(trees[name]), "")],
+                                                           description, skip=SKIPPED[:2])
                     remember_layer(keys[name], layer)
                     result.append(layer)
                 return result
 
     def _warm(self, base: BaseImage, site: str, trees: dict[str, Path], modules: list[str], log: IO[str]) -> None:
         """Import what instances import, with the image's Python, in a container without network:
-        the server's modules first (their bytecode belongs to the server layers), then the model's
-        frameworks (theirs to the dependency layer)."""
+        the server's modules first (their bytecode belongs to the server layers, with that of the
+        base image's modules they import), then the model's frameworks (theirs to the dependency
+        layer). Two interpreters at once, one for each, were slower on two busy cores (both compile
+        numpy and the standard library)."""
         work = trees["server"].parent
         union = work / "site"
         for name in ("server", "deps", "duckserve"):
@@ -261,7 +277,8 @@ class ImageBuilder:
         log.flush()
         code, output = self.engine.run_once(f"duckserve-build-{uuid.uuid4().hex[:8]}", {
             "Image": base.reference, "Entrypoint": [base.python], "Cmd": ["-c", script],
-            "Env": ["PYTHONDONTWRITEBYTECODE=", "HOME=/tmp"], "User": f"{os.getuid()}:{os.getgid()}",
+            "Env": ["PYTHONDONTWRITEBYTECODE=", "PYTHONPYCACHEPREFIX=/out/server", "HOME=/tmp"],
+            "User": f"{os.getuid()}:{os.getgid()}",
             "HostConfig": {"Binds": [f"{union}:{site}:ro", f"{out}:/out"]},
         }, timeout=self.timeout)
         log.write(output)
@@ -269,8 +286,14 @@ class ImageBuilder:
             raise BuildError(f"importing the server and the model's frameworks in the image failed (exit code {code}): "
                              f"{output.strip()[-500:]}")
         for phase in ("server", "deps"):
-            root = out / phase / site.strip("/")
-            for pyc in sorted(root.rglob("*.pyc")) if root.is_dir() else []:
+            everything = out / phase
+            root = everything / site.strip("/")
+            for pyc in sorted(everything.rglob("*.pyc")) if everything.is_dir() else []:
+                if not pyc.is_relative_to(root):  # the base image's own modules (its standard library)
+                    target = _base_tree(trees[phase]) / pyc.parent.relative_to(everything) / "__pycache__" / pyc.name
+                    _make_dirs(target.parent)
+                    shutil.copyfile(pyc, target)
+                    continue
                 relative = pyc.parent.relative_to(root)
                 source = pyc.name.split(".", 1)[0] + ".py"
                 owner = next((n for n in ("server", "duckserve", "deps") if (trees[n] / relative / source).exists()),
@@ -307,13 +330,21 @@ class ImageBuilder:
             "history": [{"created": created, "created_by": layer.description or "base image"} for layer in layers],
         }
         config_bytes = json_bytes(config)
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        loading = threading.Thread(target=self._preload, name="duckserve-preload", daemon=True,
+                                   args=(config_bytes, config_digest, base, layers, f"{registry.host}/{repository}:{tag}",
+                                         log))
+        loading.start()
         pushed = []
         mount_from = _last_repository(registry)
-        for layer in layers:
-            with _timed(log, f"pushed the layer of the {layer.description or 'base'}"):
-                if registry.push_blob(repository, layer.digest, layer.path, mount_from=mount_from):
-                    pushed.append(f"{layer.description or 'base'} ({layer.size / 2**20:.1f} MiB)")
-        config_digest = registry.push_blob_bytes(repository, config_bytes)
+        try:
+            for layer in layers:
+                with _timed(log, f"pushed the layer of the {layer.description or 'base'}"):
+                    if registry.push_blob(repository, layer.digest, layer.path, mount_from=mount_from):
+                        pushed.append(f"{layer.description or 'base'} ({layer.size / 2**20:.1f} MiB)")
+        finally:
+            loading.join()
+        registry.push_blob_bytes(repository, config_bytes)
         manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
                     "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config_bytes)},
                     "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
@@ -322,6 +353,38 @@ class ImageBuilder:
         _remember_repository(registry, repository)
         log.write(f"{_now()} pushed {registry.host}/{repository}:{tag}: {len(pushed)} new layer(s) of {len(layers)}\n")
         return digest, pushed
+
+
+    def _preload(self, config: bytes, config_digest: str, base: BaseImage, layers: list[Layer], tag: str,
+                 log: IO[str]) -> None:
+        """Load the image into the local engine (``preload``); on failure instances pull it."""
+        started = time.monotonic()
+        try:
+            candidates = [base.reference, *(image["Id"] for image in self.engine.images("io.duckserve.build"))]
+            have = preload.layers_in_engine(self.engine, [layer.digest for layer in layers], candidates)
+            self.engine.load(preload.archive(config, config_digest, layers, have, tag))
+            log.write(f"{_now()} loaded into the local Docker engine ({len(layers) - have} new layer(s) of "
+                      f"{len(layers)}), while pushing: {time.monotonic() - started:.1f}s\n")
+        except (OSError, OperationalError) as exc:
+            log.write(f"{_now()} could not load the image into the local Docker engine ({exc}): instances will "
+                      "pull it\n")
+
+
+def _base_tree(tree: Path) -> Path:
+    """Where a layer's files outside the site directory are (the bytecode of the base image's modules)."""
+    return tree.with_name(tree.name + "-root")
+
+
+def _make_dirs(directory: Path) -> None:
+    """``directory`` and its missing parents, mode 755: in an upper layer a directory's mode is the
+    image's (the base's ``/usr/lib`` must stay readable)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        path.mkdir()
+        path.chmod(0o755)
 
 
 def _site_dir(base: BaseImage) -> str:
@@ -353,8 +416,6 @@ def _scratch() -> str:
 
 
 def _tree_digest(root: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

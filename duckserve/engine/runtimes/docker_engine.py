@@ -140,6 +140,11 @@ class Engine:
                               headers={"Content-Type": "application/x-tar"}):
             pass
 
+    def load(self, tarball: Iterable[bytes]) -> list[dict[str, Any]]:
+        """Load a ``docker save`` archive (``manifest.json``, the config, the layers the engine lacks)."""
+        return list(self._stream("POST", "/images/load", "load an image", params={"quiet": "1"}, content=tarball,
+                                 headers={"Content-Type": "application/x-tar"}))
+
     def save(self, reference: str) -> Iterator[bytes]:
         """The image as a ``docker save`` tar stream."""
         with self.client.stream("GET", f"/{API_VERSION}/images/{quote(reference, safe='')}/get",
