@@ -3,8 +3,10 @@ event table after DROP SERVICE, and metrics sampled from its instances' /metrics
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,100 @@ def test_metrics_sampled_from_the_instances(account: dict[str, Any]) -> None:
     later = [r for r in event_table(account["home"]).rows(service=KEY, record_type=METRIC)
              if r.name == "inference.rows" and r.record_attributes["status"] == "200"]
     assert later[-1].value >= served + 100
+
+
+METRICS_COLUMNS = ["TIMESTAMP", "METRIC_NAME", "VALUE", "UNIT", "INSTANCE_ID", "CONTAINER_NAME", "RESOURCE", "RECORD",
+                   "RECORD_ATTRIBUTES"]
+
+
+def test_spcs_get_metrics_in_sql(account: dict[str, Any]) -> None:
+    cur = account["conn"].cursor()
+    cur.execute("SELECT sum(tele_svc!predict(x)) FROM range(300) t(x)")
+    assert cur.fetchone() == (2 * sum(range(300)),)
+    cur.execute("SELECT * FROM TABLE(tele_svc!SPCS_GET_METRICS(START_TIME => DATEADD(hour, -1, CURRENT_TIMESTAMP()), "
+                "END_TIME => CURRENT_TIMESTAMP()))")
+    assert [d[0] for d in cur.description] == METRICS_COLUMNS
+    assert cur.fetchall()  # reading a running service's metrics up to now samples it
+    # the console's query, as it sends it
+    cur.execute('SELECT "TIMESTAMP", METRIC_NAME, "VALUE", INSTANCE_ID, RECORD_ATTRIBUTES FROM '
+                "TABLE(tele_svc!SPCS_GET_METRICS(START_TIME => DATEADD(second, -600, CURRENT_TIMESTAMP()))) "
+                'ORDER BY "TIMESTAMP"')
+    rows = cur.fetchall()
+    names = {r[1] for r in rows}
+    assert {"inference.requests", "inference.rows", "inference.requests.in_flight", "inference.requests.queued",
+            "service.instances.ready", "inference.latency.p50", "inference.latency.p95",
+            "inference.latency.p99"} <= names, names
+    ok = [r for r in rows if r[1] == "inference.rows" and json.loads(r[4]).get("status") == "200"]
+    assert ok and float(ok[-1][2]) >= 300 and ok[-1][3] == 0
+    assert isinstance(ok[-1][0], datetime) and abs(ok[-1][0].timestamp() - time.time()) < 120  # UTC, no zone
+    # rows can be filtered and joined like a table; a window in the past is empty
+    cur.execute("SELECT count(*) FROM TABLE(tele_svc!SPCS_GET_METRICS(START_TIME => '2020-01-01', "
+                "END_TIME => '2020-01-02')) WHERE UNIT = 's'")
+    assert cur.fetchone() == (0,)
+    with pytest.raises(duckserve.ProgrammingError, match="START_TIME => <timestamp>"):
+        cur.execute("SELECT * FROM TABLE(tele_svc!SPCS_GET_METRICS(BEGIN => CURRENT_TIMESTAMP()))")
+    cur.execute("SELECT EVENT_NAME, SEVERITY FROM TABLE(tele_svc!SPCS_GET_EVENTS()) ORDER BY \"TIMESTAMP\"")
+    assert ("SERVICE.CREATED", "INFO") in cur.fetchall()
+    cur.execute("SELECT LOG FROM TABLE(tele_svc!SPCS_GET_LOGS()) WHERE LOG LIKE '%POST /predict%'")
+    assert cur.fetchall()
+
+
+def test_troubleshooting_query_reads_logs_after_drop_service(account: dict[str, Any]) -> None:
+    """The seed's query, verbatim but for the names, against the event table once the service is gone."""
+    conn = account["conn"]
+    cur = conn.cursor()
+    cur.execute("SELECT tele_svc!predict(x) FROM (VALUES (21.0)) t(x)")
+    assert cur.fetchall() == [(42.0,)]
+    cur.execute("DROP SERVICE tele_svc")
+    with pytest.raises(duckserve.Error):
+        cur.execute("CALL SYSTEM$GET_SERVICE_LOGS('tele_svc', 0, 'model-inference')")
+    cur.execute("""
+        SELECT RESOURCE_ATTRIBUTES, VALUE FROM SNOWFLAKE.TELEMETRY.EVENTS WHERE true
+        AND timestamp > dateadd(day, -1, current_timestamp()) -- choose appropriate timestamp range
+        AND RESOURCE_ATTRIBUTES:"snow.database.name" = 'DUCKSERVE'
+        AND RESOURCE_ATTRIBUTES:"snow.schema.name" = 'PUBLIC'
+        AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'
+        AND RESOURCE_ATTRIBUTES:"snow.service.container.instance" = '0' -- choose all instances or one particular
+        AND RESOURCE_ATTRIBUTES:"snow.service.container.name" != 'snowflake-ingress' --skip logs from internal sidecar
+        ORDER BY timestamp ASC;""")
+    rows = cur.fetchall()
+    values = [json.loads(v) for _, v in rows]
+    assert any(isinstance(v, str) and "POST /predict rows=1 status=200" in v for v in values), values[-10:]
+    assert all(json.loads(r)["snow.service.container.instance"] == "0" for r, _ in rows)
+    cur.execute("""SELECT RECORD:name, VALUE:message FROM snowflake.telemetry.events
+                   WHERE RECORD_TYPE = 'EVENT' AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'
+                   ORDER BY "TIMESTAMP" """)
+    kinds = [r[0] for r in cur.fetchall()]
+    assert kinds[0] == "SERVICE.CREATED" and kinds[-1] == "SERVICE.DROPPED"
+    assert {"SERVICE.SUSPENDED", "SERVICE.RESUMED"} <= set(kinds)
+    cur.execute("""SELECT count(*) FROM snowflake.telemetry.events e WHERE e.RECORD_TYPE = 'METRIC'
+                   AND e.RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'""")
+    assert cur.fetchone()[0] > 0  # metrics stay too
+
+
+def test_retention_in_sql(tmp_path: Path) -> None:
+    from duckserve.engine.events import Resource
+
+    home = tmp_path / "home"
+    conn = duckserve.connect(home=str(home))
+    try:
+        table = event_table(home)
+        svc = Resource("DUCKSERVE", "PUBLIC", "GONE")
+        table.record_event(svc, "SERVICE.CREATED", "two days ago", at=time.time() - 2 * 86400)
+        table.record_event(svc, "SERVICE.DROPPED", "two hours ago", at=time.time() - 7200)
+        cur = conn.cursor()
+        cur.execute("SELECT RECORD:name FROM SNOWFLAKE.TELEMETRY.EVENTS ORDER BY timestamp")
+        assert cur.fetchall() == [("SERVICE.CREATED",), ("SERVICE.DROPPED",)]
+        cur.execute("CALL SYSTEM$SET_EVENT_RETENTION_DAYS(1)")
+        assert cur.fetchone() == ("event table retention: 1 days",)
+        cur.execute("SELECT RECORD:name FROM SNOWFLAKE.TELEMETRY.EVENTS")
+        assert cur.fetchall() == [("SERVICE.DROPPED",)]
+        cur.execute("CALL SYSTEM$SET_EVENT_RETENTION_DAYS(0.05)")  # 72 minutes
+        cur.execute("SELECT count(*) FROM SNOWFLAKE.TELEMETRY.EVENTS")
+        assert cur.fetchone() == (0,)
+        conn.execute("CREATE ROLE watcher; GRANT ROLE watcher TO USER admin")
+        conn.execute("USE ROLE watcher")
+        with pytest.raises(duckserve.ProgrammingError, match="only ACCOUNTADMIN"):
+            cur.execute("CALL SYSTEM$SET_EVENT_RETENTION_DAYS(3)")
+    finally:
+        conn.close()

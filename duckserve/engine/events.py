@@ -361,7 +361,9 @@ class EventTable:
         return float(row[0]) if row and row[0] is not None else None
 
     def table(self, **where: Any) -> pa.Table:
-        """The rows as Arrow, in Snowflake's event-table columns (JSON for the OBJECT/VARIANT ones)."""
+        """The rows as Arrow, in Snowflake's event-table columns: TIMESTAMP in UTC without a time zone
+        (TIMESTAMP_NTZ), JSON for the OBJECT and VARIANT ones. ``where``: start, end (epoch
+        seconds), service (a key), services (keys)."""
         import pyarrow as pa
 
         sql = ("SELECT ts, observed_ts, resource_attributes, record_type, record, record_attributes, value "
@@ -373,6 +375,10 @@ class EventTable:
         if where.get("service") is not None:
             sql += " AND service = ?"
             params.append(where["service"])
+        if where.get("services") is not None:
+            keys = list(where["services"])
+            sql += f" AND service IN ({', '.join('?' for _ in keys)})" if keys else " AND 0"
+            params.extend(keys)
         sql += " ORDER BY ts, id"
         with self._lock:
             try:
@@ -380,7 +386,7 @@ class EventTable:
             except sqlite3.Error as exc:
                 raise OperationalError(f"event table {self.path}: {exc}") from exc
         columns: list[tuple[Any, ...]] = list(zip(*found)) if found else [() for _ in range(7)]
-        stamp = pa.timestamp("us", tz="UTC")
+        stamp = pa.timestamp("us")
         micros = [pa.array([int(t * 1_000_000) for t in columns[i]], pa.int64()).cast(stamp) for i in (0, 1)]
         scope = _dumps({"name": SCOPE})
         return pa.table({

@@ -18,8 +18,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -27,8 +28,9 @@ import pyarrow as pa
 
 from duckserve import errors
 from duckserve.engine.account import Account
+from duckserve.engine.names import ObjectName
 from duckserve.engine.results import Rows
-from duckserve.sql import executor, parser, python_scope, rewrite, splitter
+from duckserve.sql import executor, parser, python_scope, rewrite, splitter, telemetry
 from duckserve.sql.cursor import Cursor
 from duckserve.sql.results import BATCH_ROWS, Buffer, DuckDBResult, KeptResult, Result
 from duckserve.sql.scratch import Scratch, arrow_reader
@@ -241,7 +243,7 @@ class Connection:
         from duckserve.sql.service_functions import find_calls
 
         return (parser.is_ours(statement, self._duckdb_sees) or rewrite.applies(statement)
-                or bool(find_calls(statement)) or bool(find_model_calls(statement)))
+                or telemetry.applies(statement) or bool(find_calls(statement)) or bool(find_model_calls(statement)))
 
     def _duckdb_sees(self, name: str) -> bool:
         """Whether DuckDB reads ``name`` as a table or view of its catalogs (or a Python variable)."""
@@ -276,7 +278,9 @@ class Connection:
                 sources: dict[str, pa.Table] = {}
                 context = _RewriteContext(self, sources)
                 edits: list[rewrite.Edit] = []
-                for function in [*rewrite.REWRITES, self.functions.rewrite, self.model_functions.rewrite]:
+                rewrites: list[Callable[[splitter.Statement, Any], list[rewrite.Edit]]] = [
+                    *rewrite.REWRITES, *telemetry.REWRITES, self.functions.rewrite, self.model_functions.rewrite]
+                for function in rewrites:
                     edits.extend(function(statement, context))
                 text = rewrite.apply(statement, edits, statement.duckdb_text, statement.span_start)
                 result = self._run_duckdb(text, parameters, scope, sources, remember=False)
@@ -492,6 +496,30 @@ class _RewriteContext:
             return None
         result = self.connection.run_statement(statement)
         return self._source(result.kept_table())
+
+    def service_telemetry(self, name: ObjectName, function: str, start: datetime | None,
+                          end: datetime | None) -> str:
+        from duckserve.engine.services.service_telemetry import service_table
+
+        connection = self.connection
+        service = connection.services.get(connection.session, name)
+        assert service is not None
+        return self._source(service_table(connection.services, connection.session, service, function, start, end))
+
+    def event_table(self) -> str:
+        from duckserve.engine.services.service_telemetry import account_events
+
+        return self._source(account_events(self.connection.services, self.connection.session))
+
+    def timestamp(self, expression: str) -> datetime:
+        with duckdb.connect() as scratch:  # a constant: nothing of the session is needed
+            try:
+                row = scratch.execute(f"SELECT CAST(({expression}) AS TIMESTAMPTZ)").fetchone()
+            except duckdb.Error as exc:
+                raise errors.ProgrammingError(f"not a timestamp: {expression}: {exc}") from exc
+        if row is None or not isinstance(row[0], datetime):
+            raise errors.ProgrammingError(f"not a timestamp: {expression}")
+        return row[0]
 
     def result_relation(self, reference: str | int) -> str:
         connection = self.connection

@@ -294,11 +294,32 @@ def _service_manifests(ctx: Context, arguments: list[Any]) -> Rows:
     return Rows(["SYSTEM$GET_SERVICE_MANIFESTS"], [(ctx.services.manifests(ctx.session, str(arguments[0])),)])
 
 
+def _event_retention(ctx: Context, arguments: list[Any]) -> Rows:
+    """``CALL SYSTEM$SET_EVENT_RETENTION_DAYS(days)``: how long the account's event table keeps rows
+    (NULL: back to the default); ACCOUNTADMIN only. Answers the retention now in force."""
+    from duckserve.engine import access
+    from duckserve.engine.events import event_table
+    from duckserve.errors import InsufficientPrivileges
+
+    _arguments("SYSTEM$SET_EVENT_RETENTION_DAYS", arguments, 1, 1, "(<days> | NULL)")
+    if access.ACCOUNTADMIN not in ctx.account.effective_roles(ctx.session.role):
+        raise InsufficientPrivileges(f"role {ctx.session.role} cannot set the event table's retention: "
+                                     "only ACCOUNTADMIN can (USE ROLE ACCOUNTADMIN)")
+    table = event_table(ctx.account.home)
+    try:
+        days = None if arguments[0] is None or str(arguments[0]).upper() == "NULL" else float(arguments[0])
+    except (TypeError, ValueError):
+        raise ProgrammingError(f"SYSTEM$SET_EVENT_RETENTION_DAYS takes a number of days, got {arguments[0]!r}") from None
+    table.set_retention_days(days)
+    return Rows(["SYSTEM$SET_EVENT_RETENTION_DAYS"], [(f"event table retention: {table.retention_days():g} days",)])
+
+
 #: CALL SYSTEM$NAME(args) -> handler(ctx, args)
 SYSTEM_FUNCTIONS: dict[str, Callable[[Context, list[Any]], Rows]] = {
     "SYSTEM$GET_SERVICE_STATUS": _service_status,
     "SYSTEM$GET_SERVICE_LOGS": _service_logs,
     "SYSTEM$GET_SERVICE_MANIFESTS": _service_manifests,
+    "SYSTEM$SET_EVENT_RETENTION_DAYS": _event_retention,
 }
 
 EXECUTORS: dict[type, Handler] = {

@@ -568,7 +568,7 @@ STATEMENT_PARSERS: dict[str, tuple[Callable[[Stream], bool], Callable[[Stream], 
 
 #: words without which a script holds nothing of ours: our statements' leading words, the
 #: rewritten calls (``svc!m(``, ``RESULT_SCAN``) and the transaction statements the connection follows
-_TRIGGER_WORDS = (*STATEMENT_PARSERS, "RESULT_SCAN", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT")
+_TRIGGER_WORDS = (*STATEMENT_PARSERS, "RESULT_SCAN", "TELEMETRY", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT")
 _MAY_BE_OURS = re.compile(r"!\s*[\w\"]|\b(?:" + "|".join(w.replace("$", r"\$") for w in _TRIGGER_WORDS) + r")\b",
                           re.IGNORECASE)
 

@@ -21,6 +21,7 @@ from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import Error, ObjectNotFound, ProgrammingError
 from duckserve.sql.rewrite import Edit, matching_paren
 from duckserve.sql.splitter import Statement
+from duckserve.sql.telemetry import is_telemetry_method
 from duckserve.sql.udfs import UdfRegistry
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def find_calls(statement: Statement) -> list[CallSite]:
         method_token, paren = tokens[i + 1], tokens[i + 2]
         if paren.token_type != TokenType.L_PAREN or not _is_name_token(method_token):
             continue
+        if is_telemetry_method(method_token.text):
+            continue  # svc!SPCS_GET_METRICS(...) is a table function (duckserve.sql.telemetry)
         if tokens[i - 1].token_type == TokenType.R_PAREN:
             continue  # MODEL(m, v)!method(...) is the warehouse path, not a service
         parts: list[Token] = [tokens[i - 1]]

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from duckserve import errors
@@ -268,6 +268,8 @@ def recorded_samples(reader: Reader, name: str, window: Window) -> list[Sample] 
             except ValueError:
                 attributes = {}
         stamp = row["TIMESTAMP"]
+        if isinstance(stamp, datetime) and stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)  # TIMESTAMP_NTZ: UTC
         at = stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)
         out.append(Sample(at, str(row["METRIC_NAME"]), value, row.get("INSTANCE_ID"),
                           attributes if isinstance(attributes, dict) else {}))
