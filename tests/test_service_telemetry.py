@@ -141,18 +141,22 @@ def test_spcs_get_metrics_in_sql(account: dict[str, Any]) -> None:
 def test_troubleshooting_query_reads_logs_after_drop_service(account: dict[str, Any]) -> None:
     """The seed's query, verbatim but for the names, against the event table once the service is gone."""
     conn = account["conn"]
+    account["mv"].create_service(service_name="tele_gone", service_compute_pool="tele_pool",
+                                 image_repo="tele_images", num_workers=1, max_instances=1)
     cur = conn.cursor()
-    cur.execute("SELECT tele_svc!predict(x) FROM (VALUES (21.0)) t(x)")
+    cur.execute("SELECT tele_gone!predict(x) FROM (VALUES (21.0)) t(x)")
     assert cur.fetchall() == [(42.0,)]
-    cur.execute("DROP SERVICE tele_svc")
+    cur.execute("ALTER SERVICE tele_gone SUSPEND")
+    cur.execute("ALTER SERVICE tele_gone RESUME")
+    cur.execute("DROP SERVICE tele_gone")
     with pytest.raises(duckserve.Error):
-        cur.execute("CALL SYSTEM$GET_SERVICE_LOGS('tele_svc', 0, 'model-inference')")
+        cur.execute("CALL SYSTEM$GET_SERVICE_LOGS('tele_gone', 0, 'model-inference')")
     cur.execute("""
         SELECT RESOURCE_ATTRIBUTES, VALUE FROM SNOWFLAKE.TELEMETRY.EVENTS WHERE true
         AND timestamp > dateadd(day, -1, current_timestamp()) -- choose appropriate timestamp range
         AND RESOURCE_ATTRIBUTES:"snow.database.name" = 'DUCKSERVE'
         AND RESOURCE_ATTRIBUTES:"snow.schema.name" = 'PUBLIC'
-        AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'
+        AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_GONE'
         AND RESOURCE_ATTRIBUTES:"snow.service.container.instance" = '0' -- choose all instances or one particular
         AND RESOURCE_ATTRIBUTES:"snow.service.container.name" != 'snowflake-ingress' --skip logs from internal sidecar
         ORDER BY timestamp ASC;""")
@@ -161,14 +165,15 @@ def test_troubleshooting_query_reads_logs_after_drop_service(account: dict[str, 
     assert any(isinstance(v, str) and "POST /predict rows=1 status=200" in v for v in values), values[-10:]
     assert all(json.loads(r)["snow.service.container.instance"] == "0" for r, _ in rows)
     cur.execute("""SELECT RECORD:name, VALUE:message FROM snowflake.telemetry.events
-                   WHERE RECORD_TYPE = 'EVENT' AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'
+                   WHERE RECORD_TYPE = 'EVENT' AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_GONE'
                    ORDER BY "TIMESTAMP" """)
     kinds = [r[0] for r in cur.fetchall()]
     assert kinds[0] == "SERVICE.CREATED" and kinds[-1] == "SERVICE.DROPPED"
     assert {"SERVICE.SUSPENDED", "SERVICE.RESUMED"} <= set(kinds)
-    cur.execute("""SELECT count(*) FROM snowflake.telemetry.events e WHERE e.RECORD_TYPE = 'METRIC'
-                   AND e.RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'""")
-    assert cur.fetchone()[0] > 0  # metrics stay too
+    cur.execute("""SELECT count(*) FROM snowflake.telemetry.events e WHERE e.RECORD_TYPE = 'LOG'
+                   AND e.RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_GONE'
+                   AND e.VALUE::VARCHAR LIKE '%loaded in%'""")
+    assert cur.fetchone()[0] == 2  # the model loaded twice: before the suspension and after the resume
 
 
 def test_retention_in_sql(tmp_path: Path) -> None:

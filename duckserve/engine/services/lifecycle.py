@@ -366,9 +366,11 @@ class Services(ModelUpdates, ServiceViews):
         return endpoint.split("://", 1)[-1] if endpoint else None
 
     def _stop_everything(self, service: CatalogObject) -> None:
-        monitoring.ingest_instance_logs(self, service, lines=None)  # the logs outlive the instances
-        for handle in self.handles(service).values():
+        handles = self.handles(service)
+        for handle in handles.values():
             runtime_for(handle).stop(handle)
+        # the logs outlive the instances (read once they stopped: their last lines too)
+        monitoring.ingest_instance_logs(self, service, lines=None, handles=handles)
         self.runtime_of(service).release(labels_of(self.account.home, service, ""))  # e.g. the Swarm service
         service.props["instances"] = []
         ingress = service.props.get("ingress")
@@ -450,9 +452,10 @@ class Services(ModelUpdates, ServiceViews):
         return Rows.status("Statement executed successfully.")
 
     def _suspend(self, service: CatalogObject) -> None:
-        monitoring.ingest_instance_logs(self, service, lines=None)
-        for handle in self.handles(service).values():
+        handles = self.handles(service)
+        for handle in handles.values():
             runtime_for(handle).stop(handle)
+        monitoring.ingest_instance_logs(self, service, lines=None, handles=handles)
         service.props["instances"] = []
         service.props["status"] = "SUSPENDED"
         service.props["suspended_on"] = now().isoformat()

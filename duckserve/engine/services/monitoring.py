@@ -115,8 +115,9 @@ def _latency_buckets(samples: dict[str, list[tuple[dict[str, str], float]]]) -> 
 
 
 def source_of(handle: InstanceHandle) -> str:
-    """The name a log of one started instance is remembered under in the event table."""
-    return f"{handle.runtime}:{handle.name}:{handle.started_at}"
+    """The name an instance's log is remembered under in the event table: its file, which the
+    next instance of the same id may go on appending to (then only its new lines are new)."""
+    return f"{handle.runtime}:{handle.log_path or handle.name}"
 
 
 def record(services: Services, service: CatalogObject, kind: str, message: str, **attributes: Any) -> None:
@@ -192,7 +193,7 @@ class MetricsSampler:
                 if response.status_code != 200:
                     continue
                 parsed = parse_exposition(response.text)
-                samples, is_ready = self._instance_samples(source_of(handle), parsed)
+                samples, is_ready = self._instance_samples(f"{source_of(handle)}:{handle.started_at}", parsed)
                 ready += is_ready
                 written += table.record_metrics(resource.at(instance_id), samples, at=moment)
         written += table.record_metrics(resource, [MetricSample("service.instances.ready", ready)], at=moment)
