@@ -186,7 +186,8 @@ class ModelVersion:
 
         Beyond the seed's arguments: ``auto_suspend_secs`` (idle time before the service suspends
         itself; default 1800, 0 never) and ``max_queue`` (requests each inference worker queues
-        before answering 429)."""
+        before answering 429) and ``target_concurrency`` (requests one instance should hold before the
+        autoscaler adds one; default ``num_workers``)."""
         services = self.registry._services
         self.registry._sync_role()
         service = parse_name(service_name, "service_name")
@@ -198,6 +199,7 @@ class ModelVersion:
             gpu_requests=gpu_requests, num_workers=num_workers, max_batch_rows=max_batch_rows,
             image_build_compute_pool=image_build_compute_pool, force_rebuild=force_rebuild, block=block,
             auto_suspend_secs=kwargs.get("auto_suspend_secs"), max_queue=kwargs.get("max_queue"),
+            target_concurrency=kwargs.get("target_concurrency"),
         )
 
     def update_service(self, service_name: str) -> None:

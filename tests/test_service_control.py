@@ -65,6 +65,15 @@ class Broken(CustomModel):
         return pd.DataFrame({"Y": X["X"]})
 
 
+class Busy(CustomModel):
+    """``predict`` adds one and takes 50 ms per batch."""
+
+    @inference_api
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        time.sleep(0.05)
+        return pd.DataFrame({"Y": X["X"] + 1})
+
+
 def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:
     artifact = tmp / f"offset-{version}.txt"
     artifact.write_text(str(offset))
@@ -73,7 +82,8 @@ def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:
 
 
 #: the controller's timings, shortened (it inherits the environment of the process that starts it)
-FAST = {"DUCKSERVE_CONTROLLER_INTERVAL": "0.2", "DUCKSERVE_UNREADY_SECS": "2", "DUCKSERVE_CONTROLLER_IDLE_EXIT": "20"}
+FAST = {"DUCKSERVE_CONTROLLER_INTERVAL": "0.2", "DUCKSERVE_UNREADY_SECS": "2", "DUCKSERVE_CONTROLLER_IDLE_EXIT": "20",
+        "DUCKSERVE_SCALE_DOWN_COOLDOWN": "3", "DUCKSERVE_SCALE_TO_ZERO_SECS": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +334,63 @@ def test_model_update_under_load_loses_nothing_and_a_broken_version_leaves_the_o
     account["mv1"].update_service("upd_svc")
     assert conn.execute("SELECT sum(upd_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
     conn.execute("DROP SERVICE upd_svc")
+
+
+def test_load_scales_up_then_down_after_the_cool_down(account: Any) -> None:
+    conn, home, reg = account["conn"], account["home"], account["reg"]
+    mv = reg.log_model(Busy(ModelContext()), model_name="busy", sample_input_data=pd.DataFrame({"X": [1.0]}))
+    mv.create_service(service_name="auto_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                      min_instances=1, max_instances=3, num_workers=1, max_batch_rows=100, max_queue=2)
+    assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE auto_svc")) == 1
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    answered = [0]
+
+    def load() -> None:
+        client = duckserve.connect(home=str(home))
+        client.execute("CREATE OR REPLACE WAREHOUSE wide WAREHOUSE_SIZE = 'MEDIUM'")  # 8 batches in flight
+        try:
+            while not stop.is_set():
+                try:
+                    got = client.execute("SELECT sum(auto_svc!predict(range::DOUBLE)) FROM range(2000)").fetchone()
+                    assert got[0] == sum(range(2000)) + 2000
+                    answered[0] += 1
+                except BaseException as exc:
+                    failures.append(exc)
+        finally:
+            client.close()
+
+    loaders = [threading.Thread(target=load) for _ in range(2)]
+    for loader in loaders:
+        loader.start()
+    try:
+        wait_for("the service to scale up to 3", lambda: len([
+            c for c in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE auto_svc") if c["status"] == "READY"]) == 3,
+            timeout=90)
+        served = answered[0]
+        wait_for("queries on 3 instances", lambda: answered[0] >= served + 2)
+        assert all(batches_answered(conn, "auto_svc", i) > 0 for i in (1, 2))  # the new instances serve
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+    assert failures == []
+    wait_for("the service to scale back to 1", lambda: len(
+        rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE auto_svc")) == 1, timeout=60)
+    assert conn.execute("SELECT sum(auto_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    conn.execute("DROP SERVICE auto_svc")
+
+
+def test_min_zero_scales_to_zero_and_serves_the_next_call(account: Any) -> None:
+    conn = account["conn"]
+    others = server_groups(account["home"])
+    account["mv1"].create_service(service_name="zero_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=0, max_instances=1, num_workers=1)
+    assert conn.execute("SELECT sum(zero_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    wait_for("the service to scale to zero", lambda: rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE zero_svc") == [],
+             timeout=60)
+    assert server_groups(account["home"]) == others  # no instance of it runs
+    assert "scaled to zero" in rows(conn, "DESCRIBE SERVICE zero_svc")[0]["scale_message"]
+    assert conn.execute("SELECT sum(zero_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE zero_svc")) == 1
+    conn.execute("DROP SERVICE zero_svc")

@@ -17,6 +17,10 @@ not suspended and, under the service's lock (``services.locks``), as any session
   a replacement counts in SHOW SERVICE CONTAINERS' ``restart_count``, ``last_exit_code`` and
   ``last_restart_time``. An instance id that keeps failing is restarted after a growing delay
   (1, 2, 4, ... up to 60 s). Instances that ended cleanly (the idle auto-suspend) are left stopped.
+- scales services whose MIN_INSTANCES < MAX_INSTANCES (or MIN_INSTANCES = 0) on the load their
+  instances' ``GET /metrics`` report (``services.autoscale``);
+- every ``DUCKSERVE_METRICS_INTERVAL`` seconds (default 10) records every instance's metrics in the
+  event table (``services.monitoring``), the history SPCS_GET_METRICS reads.
 """
 
 from __future__ import annotations
@@ -29,10 +33,16 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from duckserve.engine import access as A
 from duckserve.engine.catalog import CatalogObject, parse_timestamp
 from duckserve.engine.catalog import now as wall_now
+from duckserve.engine.client import http_client
 from duckserve.engine.runtimes import Artifact, InstanceHandle, InstanceSpec, get_runtime, runtime_for
+from duckserve.engine.services.autoscale import Reading, ServiceLoad, decide
+from duckserve.engine.services.instances import DEFAULT_MAX_QUEUE
+from duckserve.engine.services.monitoring import MetricsSampler, parse_exposition
 
 logger = logging.getLogger("duckserve.controller")
 
@@ -49,6 +59,10 @@ def idle_exit_secs() -> float:
 
 def unready_secs() -> float:
     return float(os.environ.get("DUCKSERVE_UNREADY_SECS", "30"))
+
+
+def metrics_interval() -> float:
+    return float(os.environ.get("DUCKSERVE_METRICS_INTERVAL", "10"))
 
 
 def controller_dir(home: Path) -> Path:
@@ -102,6 +116,10 @@ class Controller:
         self.services = Services(self.account)
         #: (service key, instance id, started_at) -> when it was first seen not answering after being ready
         self.unready_since: dict[tuple[str, int, str], float] = {}
+        #: service key -> what the autoscaler remembers of it
+        self.loads: dict[str, ServiceLoad] = {}
+        self.sampler = MetricsSampler(self.services)
+        self.sampled_at = 0.0
 
     def run(self) -> int:
         fd = _try_lock(self.home)
@@ -129,11 +147,66 @@ class Controller:
             if service.props.get("status") == "SUSPENDED" or not service.props.get("instances"):
                 continue
             try:
-                busy += self.heal(service)
+                alive = self.heal(service)
+                busy += alive
+                if alive:
+                    self.autoscale(service)
             except Exception:  # one service's trouble must not stop the others being looked after
                 logger.exception("service %s: reconcile failed", service.key)
                 busy += 1
+        if busy and time.monotonic() - self.sampled_at >= metrics_interval():
+            self.sampled_at = time.monotonic()
+            try:  # SPCS_GET_METRICS' history: every instance's /metrics, recorded in the event table
+                self.sampler.sample_all()
+            except Exception:
+                logger.exception("sampling metrics failed")
         return busy
+
+    def autoscale(self, service: CatalogObject) -> None:
+        """Scale the service between its MIN_INSTANCES and MAX_INSTANCES on the load its instances report."""
+        p = service.props
+        low, high = int(p["min_instances"]), int(p["max_instances"])
+        if (low == high and low > 0) or p.get("update_status") == "UPDATING":
+            return
+        readings: dict[str, Reading] = {}
+        workers = int(p.get("num_workers") or 1)
+        capacity = workers * (1 + int(p.get("max_queue") or DEFAULT_MAX_QUEUE))
+        for record in p.get("instances", []):
+            if not record.get("ready"):
+                continue
+            handle = InstanceHandle.from_dict(record["handle"])
+            url = runtime_for(handle).endpoint(handle)
+            if not url:
+                continue
+            try:
+                response = http_client().get(url + "/metrics", timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            parsed = parse_exposition(response.text)
+            in_flight = _first(parsed, "duckserve_requests_in_flight")
+            requests = sum(v for _, v in parsed.get("duckserve_requests_total", []))
+            readings[f"{record['instance_id']}@{handle.started_at}"] = Reading(
+                in_flight, _first(parsed, "duckserve_requests_rejected_total"), requests, in_flight >= capacity)
+        current = len(p.get("instances", []))
+        if not readings:
+            return
+        target = float(p.get("target_concurrency") or workers)
+        load = self.loads.setdefault(service.key, ServiceLoad())
+        wanted, reason = decide(load, readings, current, target, low, high, time.monotonic())
+        if wanted == current and not p.get("pending_instances"):
+            return
+        logger.info("service %s: %d -> %d instance(s): %s", service.key, current, wanted, reason)
+        started = self.services.scale(service, wanted, reason)
+        for instance_id, handle in started.items():
+            try:
+                ready = runtime_for(handle).wait_ready(handle, timeout=float(os.environ.get(
+                    "DUCKSERVE_READY_TIMEOUT", "180")))
+            except Exception as exc:
+                logger.warning("service %s: instance %s did not become ready: %s", service.key, instance_id, exc)
+                continue
+            self.services.mark_ready(service, {instance_id: ready})
 
     def heal(self, service: CatalogObject) -> bool:
         """Replace what failed or stopped answering; True when some instance is not stopped."""
@@ -186,6 +259,11 @@ class Controller:
         count = int(str(record.get("restart_count") or 0))
         delay = min(MAX_RESTART_DELAY, 2.0 ** max(0, count - 1))
         return (wall_now() - last).total_seconds() >= delay
+
+
+def _first(parsed: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
+    found = parsed.get(name)
+    return found[0][1] if found else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

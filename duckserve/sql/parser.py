@@ -67,7 +67,7 @@ ALTER_SET_PROPERTIES: dict[str, dict[str, str]] = {
     A.WAREHOUSE: {k: v for k, v in CREATE_PROPERTIES[A.WAREHOUSE].items() if k != "INITIALLY_SUSPENDED"},
     A.USER: CREATE_PROPERTIES[A.USER],
     A.SERVICE: {"MIN_INSTANCES": "int", "MAX_INSTANCES": "int", "AUTO_RESUME": "bool", "AUTO_SUSPEND_SECS": "int",
-                "COMMENT": "str", "MODEL_VERSION": "word"},
+                "COMMENT": "str", "MODEL_VERSION": "word", "TARGET_CONCURRENCY": "int"},
     A.MODEL: {"DEFAULT_VERSION": "word", "COMMENT": "str"},
 }
 PAT_PROPERTIES = {"ROLE_RESTRICTION": "word", "DAYS_TO_EXPIRY": "int", "MINS_TO_BYPASS_NETWORK_POLICY_REQUIREMENT": "int",

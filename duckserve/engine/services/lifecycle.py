@@ -142,7 +142,8 @@ class Services(ModelUpdates, ServiceViews):
                        gpu_requests: str | int | None = None, num_workers: int | None = None,
                        max_batch_rows: int | None = None, image_build_compute_pool: str | None = None,
                        force_rebuild: bool = False, block: bool = True,
-                       auto_suspend_secs: int | None = None, max_queue: int | None = None) -> dict[str, Any]:
+                       auto_suspend_secs: int | None = None, max_queue: int | None = None,
+                       target_concurrency: int | None = None) -> dict[str, Any]:
         account = self.account
         model = self.models.get(session, model_name)
         assert model is not None
@@ -168,9 +169,10 @@ class Services(ModelUpdates, ServiceViews):
         label = as_name(service_name).qualified
         max_instances = int(max_instances)
         min_instances = max_instances if min_instances is None else int(min_instances)
-        if not 1 <= min_instances <= max_instances:
+        if not 0 <= min_instances <= max_instances or max_instances < 1:
             raise ProgrammingError(
-                f"service {label}: need 1 <= min_instances ({min_instances}) <= max_instances ({max_instances})"
+                f"service {label}: need 0 <= min_instances ({min_instances}) <= max_instances ({max_instances}) "
+                "and max_instances >= 1"
             )
         if max_instances > pool.props["max_nodes"]:
             raise ProgrammingError(
@@ -216,6 +218,7 @@ class Services(ModelUpdates, ServiceViews):
                 "memory_requests": memory_requests, "gpu_requests": None if gpu_requests is None else str(gpu_requests),
                 "num_workers": workers, "max_batch_rows": max_batch_rows, "build_job": build.job,
                 "max_queue": int(max_queue) if max_queue else DEFAULT_MAX_QUEUE,
+                "target_concurrency": int(target_concurrency) if target_concurrency else None,
                 "auto_resume": True,
                 "auto_suspend_secs": (0 if ingress_enabled else default_auto_suspend_secs()
                                       if auto_suspend_secs is None else int(auto_suspend_secs)),
@@ -229,7 +232,7 @@ class Services(ModelUpdates, ServiceViews):
             account.catalog.insert(service)
         with self.lock(service):
             try:
-                self._start_instances(self._reload(service), min_instances, wait=block)
+                self._start_instances(self._reload(service), max(1, min_instances), wait=block)
             except BaseException:
                 service = self._reload(service)
                 self._stop_everything(service)
@@ -349,7 +352,51 @@ class Services(ModelUpdates, ServiceViews):
                 return {}
             before = self.handles(fresh)
             wanted = self._start_instances(fresh, len(before), wait=False, replace=unready)
-        return {i: h for i, h in wanted.items() if i not in before or not same_instance(before[i].to_dict(), h)}
+        started = {i: h for i, h in wanted.items() if i not in before or not same_instance(before[i].to_dict(), h)}
+        records = {int(r["instance_id"]): r for r in fresh.props.get("instances", [])}
+        for instance_id in started:
+            record = records.get(instance_id, {})
+            why = "stopped answering its readiness probe" if instance_id in unready else "failed"
+            monitoring.record(self, fresh, E.INSTANCE_RESTARTED,
+                              f"instance {instance_id} {why}: replaced (restart {record.get('restart_count', 0)})",
+                              instance=instance_id, exit_code=record.get("last_exit_code"),
+                              restart_count=record.get("restart_count", 0), reason=why)
+        return started
+
+    def scale(self, service: CatalogObject, count: int, reason: str) -> dict[int, InstanceHandle]:
+        """Run ``count`` instances (the autoscaler's decision), as many as the pool's MAX_NODES leaves
+        room for: the rest wait as PENDING with a message. Returns the new instances (not yet ready)."""
+        with self.lock(service):
+            fresh = self.account.catalog.get(A.SERVICE, service.name, service.database, service.schema)
+            if fresh is None or fresh.props.get("status") == "SUSPENDED" or fresh.props.get("update_status") == "UPDATING":
+                return {}
+            before = self.handles(fresh)
+            if not before:
+                return {}  # idle-stopped or scaled to zero: the next call starts what it needs
+            p = fresh.props
+            pool = self.account.find(A.COMPUTE_POOL, p["compute_pool"], missing_ok=True)
+            limit = int(pool.props["max_nodes"]) if pool is not None else count
+            others = sum(len(s.props.get("instances") or []) for s in (self._pool_services(pool) if pool else [])
+                         if s.key != fresh.key and s.props.get("status") != "SUSPENDED")
+            placed = min(count, max(0, limit - others))
+            pending = count - placed
+            p["pending_instances"] = pending
+            if pending:
+                p["scale_message"] = (
+                    f"{pending} instance(s) PENDING: compute pool {p['compute_pool']} has MAX_NODES = {limit} and "
+                    f"its other services run {others} instance(s); raise it with ALTER COMPUTE POOL "
+                    f"{p['compute_pool']} SET MAX_NODES = {others + count}")
+            elif placed == 0:
+                p["scale_message"] = "scaled to zero: the next call starts an instance and waits for it"
+            else:
+                p["scale_message"] = None
+            if placed == len(before):
+                self.account.catalog.update(fresh)
+                return {}
+            wanted = self._start_instances(fresh, placed, wait=False)
+            monitoring.record(self, fresh, E.SERVICE_SCALED, f"scaled from {len(before)} to {placed} instance(s): "
+                              f"{reason}", reason=reason, pending=pending, **{"from": len(before), "to": placed})
+        return {i: h for i, h in wanted.items() if i not in before}
 
     def _start_ingress(self, service: CatalogObject) -> InstanceHandle:
         spec = ingress_spec(self.account.home, service, self.service_dir(service), display_key(service))
@@ -422,6 +469,17 @@ class Services(ModelUpdates, ServiceViews):
                 return service
             return self._resume_locked(service, wait)
 
+    def _resume_count(self, service: CatalogObject) -> int:
+        """How many instances a resume has run: MIN_INSTANCES (one at least: a call needs one), or as
+        many as were scaled up to when only some of them ended (a crash, not the idle stop)."""
+        floor = max(1, int(service.props["min_instances"]))
+        handles = self.handles(service)
+        if service.props.get("status") == "SUSPENDED" or not handles:
+            return floor
+        if all(runtime_for(h).status(h) == "STOPPED" for h in handles.values()):
+            return floor
+        return max(floor, len(handles))
+
     def _resume_locked(self, service: CatalogObject, wait: bool, explicit: bool = False) -> CatalogObject:
         """Start what is missing (under the service's lock); ``explicit``: ALTER SERVICE ... RESUME."""
         label = display_key(service)
@@ -436,7 +494,7 @@ class Services(ModelUpdates, ServiceViews):
         # restart what is not ready (idle-exited or crashed instances); wait for those starting
         status = self.observed_status(service)
         monitoring.ingest_instance_logs(self, service, lines=None)
-        self._start_instances(service, service.props["min_instances"], wait=wait)
+        self._start_instances(service, self._resume_count(service), wait=wait)
         monitoring.record(self, service, E.SERVICE_RESUMED, f"service resumed (it was {status}) with "
                           f"{service.props['min_instances']} instance(s)", previous_status=status)
         return self._reload(service)
@@ -493,14 +551,15 @@ class Services(ModelUpdates, ServiceViews):
         props = service.props
         min_i = int(settings.get("MIN_INSTANCES", props["min_instances"]))
         max_i = int(settings.get("MAX_INSTANCES", max(props["max_instances"], min_i)))
-        if not 1 <= min_i <= max_i:
-            raise ProgrammingError(f"service {label}: need 1 <= MIN_INSTANCES ({min_i}) <= MAX_INSTANCES ({max_i})")
+        if not 0 <= min_i <= max_i or max_i < 1:
+            raise ProgrammingError(f"service {label}: need 0 <= MIN_INSTANCES ({min_i}) <= MAX_INSTANCES ({max_i}) "
+                                   "and MAX_INSTANCES >= 1")
         pool = self.account.find(A.COMPUTE_POOL, props["compute_pool"])
         assert pool is not None
         if max_i > pool.props["max_nodes"]:
             raise ProgrammingError(f"service {label}: MAX_INSTANCES {max_i} exceeds MAX_NODES {pool.props['max_nodes']} "
                                    f"of compute pool {pool.name}")
-        for key in ("AUTO_RESUME", "AUTO_SUSPEND_SECS", "COMMENT"):
+        for key in ("AUTO_RESUME", "AUTO_SUSPEND_SECS", "COMMENT", "TARGET_CONCURRENCY"):
             if key in settings:
                 if key == "COMMENT":
                     service.comment = settings[key]
@@ -509,7 +568,9 @@ class Services(ModelUpdates, ServiceViews):
         before = (props["min_instances"], props["max_instances"])
         props["min_instances"], props["max_instances"] = min_i, max_i
         if props.get("status") != "SUSPENDED":
-            self._start_instances(service, min_i, wait=True)  # scale: stop those above, start the missing
+            # into the new bounds: stop those above MAX_INSTANCES, start up to MIN_INSTANCES (one at least)
+            count = min(max_i, max(min_i, 1, len(self.handles(service))))
+            self._start_instances(service, count, wait=True)
         else:
             self.account.catalog.update(service)
         monitoring.record(self, service, E.SERVICE_ALTERED, f"service altered: {', '.join(sorted(settings))}",

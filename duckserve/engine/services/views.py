@@ -66,7 +66,8 @@ class ServiceViews:
             "dns_name": f"{service.name.lower().replace('_', '-')}.{service.schema.lower()}."
                         f"{service.database.lower()}.duckserve.local",
             "current_instances": sum(1 for h in handles if runtime_for(h).status(h) == "READY"),
-            "target_instances": 0 if status == "SUSPENDED" else p["min_instances"],
+            "target_instances": 0 if status == "SUSPENDED" else max(
+                len(p.get("instances") or []) + int(p.get("pending_instances") or 0), p["min_instances"]),
             "min_ready_instances": p["min_instances"], "min_instances": p["min_instances"],
             "max_instances": p["max_instances"], "auto_resume": "true" if p.get("auto_resume", True) else "false",
             "external_access_integrations": None, "created_on": service.created_on, "updated_on": service.updated_on,
@@ -139,12 +140,16 @@ class ServiceViews:
             "gpu_requests": p.get("gpu_requests"), "gpu_note": p.get("gpu_note"),
             "build_job": p.get("build_job"), "max_batch_rows": p.get("max_batch_rows"),
             "target_model_version": p.get("target_model_version"), "update_status": p.get("update_status"),
-            "update_message": p.get("update_message"),
+            "update_message": p.get("update_message"), "pending_instances": int(p.get("pending_instances") or 0),
+            "scale_message": p.get("scale_message"), "target_concurrency": p.get("target_concurrency")
+                                                                         or p.get("num_workers"),
         })
         columns = (*SERVICE_COLUMNS, "spec", "instance_family", "gpu_requests", "gpu_note", "build_job",
-                   "max_batch_rows", "target_model_version", "update_status", "update_message")
+                   "max_batch_rows", "target_model_version", "update_status", "update_message", "pending_instances",
+                   "scale_message", "target_concurrency")
         types = {c: "VARCHAR" for c in columns if record.get(c) is None}
-        types.update(max_batch_rows="BIGINT", num_workers="BIGINT", resumed_on="TIMESTAMPTZ", suspended_on="TIMESTAMPTZ")
+        types.update(max_batch_rows="BIGINT", num_workers="BIGINT", pending_instances="BIGINT",
+                     target_concurrency="BIGINT", resumed_on="TIMESTAMPTZ", suspended_on="TIMESTAMPTZ")
         return Rows.of(columns, [record], types)
 
     def _instance_rows(self, service: CatalogObject) -> list[dict[str, Any]]:
@@ -188,7 +193,14 @@ class ServiceViews:
     def instances(self, session: Session, name: str | ObjectName) -> Rows:
         """SHOW SERVICE INSTANCES: Snowflake's columns, then restarts and the version each instance runs."""
         service = self._service(session, name, ("MONITOR", "USAGE", "OPERATE"), "monitor")
-        return Rows.of(INSTANCE_COLUMNS, self._instance_rows(service),
+        found = self._instance_rows(service)
+        next_id = max((int(r["instance_id"]) for r in found), default=-1) + 1
+        for k in range(int(service.props.get("pending_instances") or 0)):  # wanted, but the pool has no room
+            found.append({"database_name": service.database, "schema_name": service.schema,
+                          "service_name": service.name, "instance_id": str(next_id + k), "status": "PENDING",
+                          "message": service.props.get("scale_message"), "restart_count": 0,
+                          "model_version": service.props.get("version")})
+        return Rows.of(INSTANCE_COLUMNS, found,
                        {"start_time": "TIMESTAMPTZ", "creation_time": "TIMESTAMPTZ", "spec_digest": "VARCHAR",
                         "last_exit_code": "BIGINT", "last_restart_time": "TIMESTAMPTZ", "restart_count": "BIGINT",
                         "model_version": "VARCHAR", "message": "VARCHAR", "endpoint": "VARCHAR"})
