@@ -187,6 +187,21 @@ def test_key_pair_jwt(account: dict[str, Any]) -> None:
     assert no_key.value.errno == 390144 and "has no RSA_PUBLIC_KEY" in str(no_key.value)
 
 
+def test_decimals_keep_their_values_whichever_way_they_travel(admin: Any) -> None:
+    """A DECIMAL whose values fit in 64 bits travels as Snowflake sends a NUMBER (unscaled integers),
+    one that does not as decimal128: both come back exactly, in a chunked result too."""
+    cur = admin.cursor()
+    cur.execute("SELECT (range * 1.5 - 7000)::DECIMAL(21, 1) AS small, "
+                "CASE WHEN range = 3 THEN NULL ELSE '1000000000000000000000000000000'::DECIMAL(38, 0) + range END AS huge, "
+                "(range / 4)::DECIMAL(18, 3) AS quarter FROM range(20000) ORDER BY range")
+    rows = cur.fetchall()
+    assert len(rows) == 20_000
+    assert rows[0][0] == Decimal("-7000.0") and rows[19_999][0] == Decimal("22998.5")
+    assert rows[2][1] == Decimal(10**30 + 2) and rows[3][1] is None
+    assert rows[5][2] == Decimal("1.250") and rows[19_999][2] == Decimal("4999.750")
+    assert [(d.precision, d.scale) for d in cur.description] == [(21, 1), (38, 0), (18, 3)]
+
+
 def test_bindings_and_executemany(account: dict[str, Any], admin: Any) -> None:
     cur = admin.cursor()
     cur.execute("CREATE OR REPLACE TABLE bound (id INTEGER, name VARCHAR, day DATE, happened TIMESTAMP, x DOUBLE, "
