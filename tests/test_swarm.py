@@ -253,6 +253,27 @@ def test_an_update_that_fails_rolls_back(swarm: dict[str, Any]) -> None:
     assert conn.execute("SELECT count(lin_svc!predict(f1, f2, f3)) FROM feats").fetchone() == (ROWS,)
 
 
+def test_a_model_update_is_a_swarm_rolling_update(swarm: dict[str, Any]) -> None:
+    """ALTER SERVICE ... SET MODEL_VERSION: Swarm rolls the service to the new image, start-first."""
+    conn = swarm["conn"]
+    rng = np.random.default_rng(12)
+    X = pd.DataFrame(rng.normal(size=(400, 3)), columns=["F1", "F2", "F3"])
+    model_v2 = LinearRegression().fit(X, X["F1"] + 3 * X["F3"])
+    Registry(conn).log_model(model_v2, model_name="lin", version_name="v2", sample_input_data=X.head(20))
+    before = the_swarm_service(swarm)
+    old_task = running_tasks(before["ID"])[0]["ID"]
+    conn.execute("ALTER SERVICE lin_svc SET MODEL_VERSION = 'V2'")
+    after = the_swarm_service(swarm)
+    assert after["ID"] == before["ID"]       # the same Swarm service, updated in place
+    assert after["UpdateStatus"]["State"] == "completed"
+    assert after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] != before["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert [t["ID"] for t in running_tasks(after["ID"])] != [old_task]
+    frame = conn.execute("SELECT f1 AS F1, f2 AS F2, f3 AS F3 FROM feats ORDER BY id").fetchdf()
+    np.testing.assert_allclose(predictions(conn), model_v2.predict(frame), rtol=1e-12, atol=1e-12)
+    described = rows(conn, "DESCRIBE SERVICE lin_svc")[0]
+    assert described["update_status"] == "DONE"
+
+
 def test_suspend_resume_and_drop(swarm: dict[str, Any]) -> None:
     conn, home = swarm["conn"], swarm["home"]
     conn.execute("ALTER SERVICE lin_svc SUSPEND")

@@ -169,6 +169,9 @@ class Runtime(ABC):
     #: the engine restarts instances that fail or stop answering, and replaces lost ones, by itself
     #: (Swarm): the home's controller leaves them to it
     heals_itself: bool = False
+    #: the engine moves a set of instances to a new spec by itself, without downtime (Swarm's
+    #: rolling update): model updates call ``roll`` instead of starting a second set beside the first
+    rolls_updates: bool = False
 
     def check(self) -> None:
         """Raise OperationalError saying what is missing and how to get it when this runtime
@@ -224,6 +227,13 @@ class Runtime(ABC):
         """After a service's instances are stopped for good (the service is dropped): free what the
         engine keeps for the whole set (a Swarm service), named by the labels its specs carried."""
         return None
+
+    def roll(self, replicas: int, make_spec: Callable[[int], InstanceSpec], current: Mapping[int, InstanceHandle],
+             timeout: float) -> dict[int, InstanceHandle]:
+        """Where ``rolls_updates``: move the running instances ``current`` to ``make_spec``'s, one at a
+        time, each new one ready before an old one stops; the new handles, ready. When a new instance
+        fails, the engine rolls back (the old spec serves on) and this raises OperationalError."""
+        raise NotImplementedError(f"the {self.name} runtime does not roll updates itself")
 
     def apply(self, replicas: int, make_spec: Callable[[int], InstanceSpec],
               current: Mapping[int, InstanceHandle]) -> dict[int, InstanceHandle]:

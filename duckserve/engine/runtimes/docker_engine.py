@@ -274,6 +274,11 @@ class Engine:
         warnings: list[str] = (response.json() or {}).get("Warnings") or []
         return warnings
 
+    def rollback_service(self, service: str, version: int, spec: dict[str, Any]) -> None:
+        """Have Swarm roll the service back to its previous spec (as its RollbackConfig says)."""
+        self._request("POST", f"/services/{service}/update", f"roll back swarm service {service}",
+                      params={"version": str(version), "rollback": "previous"}, json=spec)
+
     def remove_service(self, service: str) -> None:
         self._request("DELETE", f"/services/{service}", f"remove swarm service {service}", ok=(200, 404))
 

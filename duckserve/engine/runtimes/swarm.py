@@ -96,6 +96,7 @@ class SwarmRuntime(Runtime):
 
     name = "swarm"
     heals_itself = True
+    rolls_updates = True
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()
@@ -320,6 +321,55 @@ class SwarmRuntime(Runtime):
                 data={"service_id": service_id, "service_name": desired["Name"], "slot": instance_id + 1,
                       "image": first.artifact.reference, "image_digest": first.artifact.digest})
         return wanted
+
+    def roll(self, replicas: int, make_spec: Callable[[int], InstanceSpec], current: Mapping[int, InstanceHandle],
+             timeout: float) -> dict[int, InstanceHandle]:
+        """A Swarm rolling update to ``make_spec``'s spec, followed to its end: ``completed``, or rolled
+        back by Swarm (a new task failed) or by us (a new task not healthy within ``timeout``: a model
+        that does not load keeps /ready at 503), which raises OperationalError."""
+        first = make_spec(0)
+        desired = self._service_spec(first, replicas)
+        existing = self._find(self._group_labels(first))
+        if existing is None or (existing["Spec"].get("Labels") or {}).get(SPEC_LABEL) == desired["Labels"][SPEC_LABEL]:
+            return self._ready_set(self.apply(replicas, make_spec, {}), timeout)
+        service_id = existing["ID"]
+        if desired["TaskTemplate"]["ContainerSpec"]["Image"] != existing["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]:
+            self._check_deploy(first, desired)
+        before = (existing.get("UpdateStatus") or {}).get("StartedAt")
+        desired["TaskTemplate"]["ForceUpdate"] = existing["Spec"]["TaskTemplate"].get("ForceUpdate", 0)
+        self.engine.update_service(service_id, existing["Version"]["Index"], desired)
+        deadline = time.monotonic() + timeout
+        while True:
+            service = self.engine.service(service_id)
+            if service is None:
+                raise OperationalError(f"swarm service {desired['Name']} was removed during its update")
+            status = service.get("UpdateStatus") or {}
+            state = status.get("State", "")
+            if status.get("StartedAt") != before and state == "completed":
+                break
+            if status.get("StartedAt") != before and state.startswith(("rollback", "paused")):
+                raise OperationalError(f"swarm service {desired['Name']}: Swarm rolled the update back ({state}: "
+                                       f"{status.get('Message', '')}); {self._new_task_failure(service_id, first)}")
+            if time.monotonic() >= deadline:
+                self.engine.rollback_service(service_id, service["Version"]["Index"], service["Spec"])
+                raise OperationalError(f"swarm service {desired['Name']}: the new tasks were not healthy within "
+                                       f"{timeout:g}s, so it was rolled back; {self._new_task_failure(service_id, first)}")
+            time.sleep(0.5)
+        return self._ready_set(self.apply(replicas, make_spec, {}), timeout)
+
+    def _ready_set(self, handles: dict[int, InstanceHandle], timeout: float) -> dict[int, InstanceHandle]:
+        return {i: self.wait_ready(h, timeout) for i, h in handles.items()}
+
+    def _new_task_failure(self, service_id: str, spec: InstanceSpec) -> str:
+        """What the newest task of the new spec said (its error and the end of its log)."""
+        tasks = [t for t in self.engine.tasks(service=[service_id])
+                 if (t.get("Spec") or {}).get("ContainerSpec", {}).get("Args") == list(spec.args)]
+        if not tasks:
+            return "no task of the new spec started"
+        newest = max(tasks, key=lambda t: t.get("CreatedAt", ""))
+        output = self.engine.task_logs(newest["ID"], LOG_TAIL_LINES) if (
+            (newest.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") else ""
+        return f"its task {_task_state(newest)} ({_task_error(newest)}); its log ends:\n{output.rstrip()}"
 
     def _ended_cleanly(self, service_id: str, replicas: int) -> bool:
         tasks = self.engine.tasks(service=[service_id])

@@ -165,7 +165,14 @@ class ModelUpdates:
         old = self.handles(service)
         serving = p.get("status") != "SUSPENDED" and self.observed_status(service) != "SUSPENDED"
         started: dict[int, InstanceHandle] = {}
-        if serving and old:
+        rolled = serving and bool(old) and self.runtime_of(service).rolls_updates
+        if rolled:  # the engine's own rolling update (Swarm: start-first, rollback on failure)
+            fresh = self._reload(service)
+            fresh.props["update_message"] = f"rolling {len(old)} instance(s) to version {target} (still serving {p['version']})"
+            self.account.catalog.update(fresh)
+            started = self.runtime_of(service).roll(
+                len(old), lambda i: server_spec(self.account.home, new, directory, package, i), old, ready_timeout())
+        elif serving and old:
             fresh = self._reload(service)
             fresh.props["update_message"] = f"starting {len(old)} instance(s) of version {target} beside version {p['version']}"
             self.account.catalog.update(fresh)
@@ -189,6 +196,8 @@ class ModelUpdates:
         if started:
             self._store_handles(fresh, started, ready=True)
         self.account.catalog.update(fresh)
+        if rolled:
+            return  # the engine stopped the old instances itself
         time.sleep(0.2)  # calls that read the old record just before the switch: let their batches land
         for handle in old.values():
             runtime_for(handle).stop(handle)
