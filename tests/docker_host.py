@@ -1,5 +1,6 @@
 """``make test``'s helper for the container tests: ``up`` installs and starts what they need when it
-is missing, ``down`` stops what ``up`` started and leaves the swarm as ``up`` found it.
+is missing, ``down`` stops what ``up`` started and leaves the swarm as ``up`` found it (a dockerd
+that others' containers run on by then is left running: on a shared machine, stopping it killed them).
 
     python tests/docker_host.py up|down
 
@@ -66,6 +67,17 @@ def swarm_down() -> None:
     print("docker_host: left the swarm that up initialized", flush=True)
 
 
+def containers_running() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from duckserve.engine.runtimes.docker_engine import Engine
+    from duckserve.errors import Error
+
+    try:
+        return sum(1 for c in Engine().containers({}) if c.get("State") == "running")
+    except Error:
+        return 0
+
+
 def up() -> int:
     code = engine_up()
     return code or swarm_up()
@@ -108,6 +120,10 @@ def down() -> int:
     except (OSError, ValueError):
         return 0
     STATE.unlink()
+    others = containers_running()
+    if others:  # someone else's work runs on the engine the tests started (a shared machine): leave it
+        print(f"docker_host: dockerd (pid {pid}) left running: {others} container(s) run on it", flush=True)
+        return 0
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -18,8 +18,8 @@ without compiling. That includes the base image's own modules (its standard libr
 layer dates its files too, so the bytecode Debian wrote no longer matches them; theirs goes into
 the layer of the packages that import them. A second version of a model with the same
 dependencies reuses layers 1 to 4 and pushes only the last; the same inputs give the same image
-digest. While the layers are pushed, the image is also loaded into the local Docker engine
-(``preload``), so an instance's pull only reads the manifest.
+digest. Each layer is pushed as soon as it is written, and loaded into the local Docker engine
+(``publish``, ``preload``), so an instance's pull only reads the manifest.
 
 The work trees live in memory when /dev/shm has room (``_scratch``).
 """
@@ -32,17 +32,15 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from duckserve.engine import environments as envs
-from duckserve.engine.images import preload
 from duckserve.engine.images.base import BaseImage, base_image
 from duckserve.engine.images.layers import (
     EPOCH,
@@ -55,9 +53,10 @@ from duckserve.engine.images.layers import (
     remember_layer,
     write_layer,
 )
+from duckserve.engine.images.publish import Publisher
 from duckserve.engine.images.registry import RegistryClient, json_bytes
 from duckserve.engine.runtimes.docker_engine import Engine
-from duckserve.errors import BuildError, OperationalError
+from duckserve.errors import BuildError
 
 MODEL_PATH = "/opt/duckserve/model"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -146,10 +145,19 @@ class ImageBuilder:
                 return BuiltImage(repository, tag, existing[0], sum(layer.size for layer in layers), layers, [], True,
                                   time.monotonic() - started, pins)
         config_labels["io.duckserve.build"] = built_key
-        layers = list(base.layers)
-        layers += self._package_layers(spec, base, site, keys, server_pins, deps_pins, force, log)
-        layers.append(self._model_layer(package, keys["model"], force))
-        digest, pushed = self._push(registry, repository, tag, base, layers, config_labels, log)
+        candidates = [base.reference, *(image["Id"] for image in self.engine.images("io.duckserve.build"))]
+        publisher = Publisher(registry, repository, self.engine, candidates, log, mount_from=_last_repository(registry))
+        try:
+            layers = list(base.layers)
+            for layer in layers:
+                publisher.add(layer)  # pushed while the packages are installed and compiled
+            layers += self._package_layers(spec, base, site, keys, server_pins, deps_pins, force, log, publisher.add)
+            layers.append(self._model_layer(package, keys["model"], force))
+            publisher.add(layers[-1])
+        except BaseException:
+            publisher.abort()
+            raise
+        digest, pushed = self._push(registry, repository, tag, base, layers, config_labels, publisher, log)
         size = sum(layer.size for layer in layers)
         seconds = time.monotonic() - started
         log.write(f"{_now()} === image {registry.host}/{repository}:{tag}@{digest} ({size / 2**20:.0f} MiB in "
@@ -216,13 +224,17 @@ class ImageBuilder:
 
     # -- layers -----------------------------------------------------------------------------------
     def _package_layers(self, spec: envs.EnvironmentSpec, base: BaseImage, site: str, keys: dict[str, str],
-                        server_pins: list[str], deps_pins: list[str], force: bool, log: IO[str]) -> list[Layer]:
+                        server_pins: list[str], deps_pins: list[str], force: bool, log: IO[str],
+                        written: Callable[[Layer], None]) -> list[Layer]:
+        """The server, duckserve and dependency layers, each passed to ``written`` once it is."""
         names = ("server", "duckserve", "deps")
         with locked(f"layers-{keys['deps']}"):
             found = {name: None if force else cached_layer(keys[name]) for name in names}
             if all(found.values()):
                 log.write(f"{_now()} server, duckserve and dependency layers cached: "
                           f"{', '.join(str(found[n].digest[:19]) for n in names)}\n")  # type: ignore[union-attr]
+                for name in names:
+                    written(found[name])  # type: ignore[arg-type]
                 return [found[n] for n in names]  # type: ignore[misc]
             with tempfile.TemporaryDirectory(prefix="layers-", dir=_scratch()) as work:
                 trees = {name: Path(work, name) for name in names}
@@ -245,6 +257,7 @@ class ImageBuilder:
                         layer = found[name] or write_layer([(trees[name], site), (_base_tree(trees[name]), "")],
                                                            description, skip=SKIPPED[:2])
                     remember_layer(keys[name], layer)
+                    written(layer)
                     result.append(layer)
                 return result
 
@@ -317,7 +330,7 @@ class ImageBuilder:
 
     # -- config, manifest, push -------------------------------------------------------------------
     def _push(self, registry: RegistryClient, repository: str, tag: str, base: BaseImage, layers: list[Layer],
-              labels: dict[str, str], log: IO[str]) -> tuple[str, list[str]]:
+              labels: dict[str, str], publisher: Publisher, log: IO[str]) -> tuple[str, list[str]]:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH))
         env = [e for e in base.env if not e.startswith(("PYTHONDONTWRITEBYTECODE=", "DUCKSERVE_"))]
         env += ["PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", f"DUCKSERVE_PACKAGE={MODEL_PATH}"]
@@ -331,19 +344,7 @@ class ImageBuilder:
         }
         config_bytes = json_bytes(config)
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-        loading = threading.Thread(target=self._preload, name="duckserve-preload", daemon=True,
-                                   args=(config_bytes, config_digest, base, layers, f"{registry.host}/{repository}:{tag}",
-                                         log))
-        loading.start()
-        pushed = []
-        mount_from = _last_repository(registry)
-        try:
-            for layer in layers:
-                with _timed(log, f"pushed the layer of the {layer.description or 'base'}"):
-                    if registry.push_blob(repository, layer.digest, layer.path, mount_from=mount_from):
-                        pushed.append(f"{layer.description or 'base'} ({layer.size / 2**20:.1f} MiB)")
-        finally:
-            loading.join()
+        pushed = publisher.finish(config_bytes, config_digest, f"{registry.host}/{repository}:{tag}")
         registry.push_blob_bytes(repository, config_bytes)
         manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
                     "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config_bytes)},
@@ -353,21 +354,6 @@ class ImageBuilder:
         _remember_repository(registry, repository)
         log.write(f"{_now()} pushed {registry.host}/{repository}:{tag}: {len(pushed)} new layer(s) of {len(layers)}\n")
         return digest, pushed
-
-
-    def _preload(self, config: bytes, config_digest: str, base: BaseImage, layers: list[Layer], tag: str,
-                 log: IO[str]) -> None:
-        """Load the image into the local engine (``preload``); on failure instances pull it."""
-        started = time.monotonic()
-        try:
-            candidates = [base.reference, *(image["Id"] for image in self.engine.images("io.duckserve.build"))]
-            have = preload.layers_in_engine(self.engine, [layer.digest for layer in layers], candidates)
-            self.engine.load(preload.archive(config, config_digest, layers, have, tag))
-            log.write(f"{_now()} loaded into the local Docker engine ({len(layers) - have} new layer(s) of "
-                      f"{len(layers)}), while pushing: {time.monotonic() - started:.1f}s\n")
-        except (OSError, OperationalError) as exc:
-            log.write(f"{_now()} could not load the image into the local Docker engine ({exc}): instances will "
-                      "pull it\n")
 
 
 def _base_tree(tree: Path) -> Path:

@@ -4,37 +4,22 @@ An instance's container needs its image in the engine. Pulling it from the regis
 copies every new layer twice more (the engine downloads it to a temporary file, then unpacks it) and
 sends the base layer again (the engine cannot tell that the layer it imported is the registry's
 blob). Instead the build streams a ``docker save`` archive of the image to the engine (``docker
-load``) at the same time as it pushes: ``manifest.json``, the config, and only the layers the engine
-does not have (a load skips a layer whose chain it has, without opening its file). The instance's
-pull then only reads the manifest: the engine finds the image (its id is the config's digest) and
-records the registry's digest for it.
+load``; ``publish`` sends it while it pushes): the layers the engine does not have (a load skips a
+layer whose chain it has, without opening its file), then the config and ``manifest.json``. The
+instance's pull then only reads the manifest: the engine finds the image (its id is the config's
+digest) and records the registry's digest for it.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from duckserve.engine.images.layers import EPOCH, Layer
-from duckserve.engine.runtimes.docker_engine import Engine
 
 CHUNK = 1 << 20
-
-
-def layers_in_engine(engine: Engine, diff_ids: list[str], images: Iterable[str]) -> int:
-    """How many of the first layers of ``diff_ids`` the engine has (as the first layers of one of
-    ``images``, references or ids)."""
-    have = 0
-    for reference in images:
-        details = engine.image(reference)
-        found = ((details or {}).get("RootFS") or {}).get("Layers") or []
-        common = 0
-        while common < min(len(found), len(diff_ids)) and found[common] == diff_ids[common]:
-            common += 1
-        have = max(have, common)
-    return have
 
 
 def _member(name: str, size: int) -> bytes:
@@ -47,17 +32,25 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 
-def archive(config: bytes, config_digest: str, layers: list[Layer], skip: int, tag: str) -> Iterator[bytes]:
-    """The ``docker save`` archive of an image, without the files of its first ``skip`` layers."""
+def _layer_name(layer: Layer) -> str:
+    return layer.digest.split(":", 1)[1] + "/layer.tar"
+
+
+def layer_entry(layer: Layer) -> Iterator[bytes]:
+    """A layer's file in the archive."""
+    yield _member(_layer_name(layer), layer.size)
+    yield from _chunks(layer.path, layer.size)
+    yield _padding(layer.size)
+
+
+def config_entries(config: bytes, config_digest: str, layers: list[Layer], tag: str) -> Iterator[bytes]:
+    """The end of the archive: the image's config, ``manifest.json`` (naming every layer, sent or
+    not) and the end-of-archive blocks."""
     config_name = config_digest.split(":", 1)[1] + ".json"
-    names = [layer.digest.split(":", 1)[1] + "/layer.tar" for layer in layers]
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": names}]).encode()
-    for name, data in (("manifest.json", manifest), (config_name, config)):
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag],
+                            "Layers": [_layer_name(layer) for layer in layers]}]).encode()
+    for name, data in ((config_name, config), ("manifest.json", manifest)):
         yield _member(name, len(data)) + data + _padding(len(data))
-    for name, layer in list(zip(names, layers))[skip:]:
-        yield _member(name, layer.size)
-        yield from _chunks(layer.path, layer.size)
-        yield _padding(layer.size)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
