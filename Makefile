@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/front.py
 	$(PY) bench/snowflake_server.py
+	$(PY) bench/service_control.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts duckserve/fronts/console/web/node_modules
