@@ -137,6 +137,19 @@ def test_jaffle_shop_under_dbt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert 'Referenced column "churn_probabilty" not found' in result.message
     assert "broken_report" in dbt.log()
 
+    # the profile's user and role are the session's: a role without the grant gets duckserve's
+    # denial through dbt, as through any other door, and nothing is created
+    with duckserve.connect(home=str(home)) as conn:
+        conn.execute("CREATE ROLE reader; CREATE USER analyst DEFAULT_ROLE = reader; GRANT ROLE reader TO USER analyst")
+    profiles = (root / "profiles.yml").read_text()
+    (root / "profiles.yml").write_text(profiles + "    analyst:\n      type: duckserve\n      path: jaffle_shop.duckdb\n"
+                                       f"      home: {home}\n      user: ANALYST\n      role: READER\n")
+    denied = dbt("run-operation", "create_control_plane", "--target", "analyst", "--vars", "{compute_pool: other_pool}")
+    assert not denied.success
+    assert "role READER cannot create compute pool OTHER_POOL: it lacks CREATE COMPUTE POOL on the account" \
+        in dbt.log(), dbt.log()
+    assert query(root, home, "SELECT count(*) FROM (SHOW COMPUTE POOLS) WHERE name = 'OTHER_POOL'") == [(0,)]
+
     dropped = dbt("run-operation", "drop_churn_service")
     assert dropped.success, dbt.log()
     assert query(root, home, "SELECT count(*) FROM (SHOW SERVICES) WHERE name = 'CHURN_SVC'") == [(0,)]
