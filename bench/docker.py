@@ -99,6 +99,7 @@ def main() -> int:
                 conn, v1, "process_svc", "process_pool")
             image = [i for i in conn.execute("SHOW IMAGES IN IMAGE REPOSITORY bench_images").fetchall()]
             sizes = {row[2].split("-")[0]: row[4] for row in image}
+            digests = {row[2].split("-")[0]: row[3] for row in image}
             results["Docker: image size (layers, uncompressed), MB"] = sizes["v1"] / 1e6
             want = int(model.predict(X).sum())
             measurements = {}
@@ -120,6 +121,7 @@ def main() -> int:
           f"{args.runs} rounds, {os.cpu_count()} cores")
     for name, value in results.items():
         print(f"{name:78} {value:9.2f}")
+    print(f"Docker: image digest (the same inputs give the same one) {digests['v1']}")
     for threads in (1, 2):
         process = timings[f"process: svc!predict, XSMALL, {threads} thread(s)"]
         docker = timings[f"docker: svc!predict, XSMALL, {threads} thread(s)"]
