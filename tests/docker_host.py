@@ -78,6 +78,16 @@ def containers_running() -> int:
         return 0
 
 
+def lists_are_fresh(hours: float = 24) -> bool:
+    """apt's package lists were renewed within ``hours`` (their directory changes when they are; a
+    list's own date is the mirror's)."""
+    lists = Path("/var/lib/apt/lists")
+    try:
+        return any(lists.glob("*Packages*")) and time.time() - lists.stat().st_mtime < hours * 3600
+    except OSError:
+        return False
+
+
 def up() -> int:
     code = engine_up()
     return code or swarm_up()
@@ -89,9 +99,11 @@ def engine_up() -> int:
     if missing and root and shutil.which("apt-get"):
         print(f"docker_host: installing {' '.join(missing)} (apt-get)", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+        # the package lists are read again only when they are old or the install fails without it
+        if not lists_are_fresh() or subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+            subprocess.run(install, check=True, env=env, stdout=subprocess.DEVNULL)
     elif missing:
         print(f"docker_host: {', '.join(missing)} missing and not root: the container tests will skip", flush=True)
     if engine_answers():
