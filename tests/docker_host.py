@@ -8,7 +8,7 @@ As root (here and on CI) ``up`` installs Debian's docker.io, docker-registry and
 apt-get when one is missing and starts dockerd when no engine answers. Otherwise it only says what
 is missing: the container tests then skip, saying how to enable them (on CI, with CI=true, they fail).
 When the engine is in no swarm, ``up`` makes this machine a one-node swarm for the Swarm tests
-(``docker swarm init --advertise-addr 127.0.0.1``: the manager listens on loopback only) and
+(``docker swarm init --advertise-addr 127.0.0.1``) and
 ``down`` leaves it again; a swarm that was there before is left alone.
 """
 
@@ -49,8 +49,9 @@ def swarm_up() -> int:
     """A one-node swarm on loopback when the engine is in none (the Swarm tests need a manager)."""
     if not shutil.which("docker") or swarm_state() != "inactive":
         return 0
-    done = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr",
-                           "127.0.0.1:2377"], capture_output=True, text=True)
+    # the manager listens on Docker's default (port 2377 of every address) so that the test's second
+    # node, behind a veth on 127.0.100.1, can join; it advertises loopback
+    done = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True, text=True)
     if done.returncode != 0:
         print(f"docker_host: docker swarm init failed, the Swarm tests will skip: {done.stderr.strip()}", flush=True)
         return 0

@@ -59,7 +59,8 @@ SPEC_LABEL = "io.duckserve.spec-digest"
 RESERVED_SHARE = 0.9
 SECOND = 1_000_000_000
 PENDING_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
-LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$")
+#: addresses of this machine's loopback interface: no other node reaches a registry there
+LOOPBACK = re.compile(r"^(127\.0\.0\.\d+|localhost|\[::1\])(:\d+)?$")
 HOW_TO_SWARM = ("make this Docker engine a swarm manager: docker swarm init --advertise-addr 127.0.0.1 (this "
                 "machine as a one-node swarm), or run duckserve where `docker node ls` works")
 
@@ -171,7 +172,7 @@ class SwarmRuntime(Runtime):
         host = reference.split("/", 1)[0]
         if "." not in host and ":" not in host and host != "localhost":
             return  # an image of Docker Hub or a local name: the nodes' engines know it
-        scheme = "http" if LOOPBACK.match(host) or os.environ.get("DUCKSERVE_REGISTRY", "").startswith("http:") else "https"
+        scheme = "https" if os.environ.get("DUCKSERVE_REGISTRY", "").startswith("https://") else "http"
         try:
             answer = httpx.get(f"{scheme}://{host}/v2/", timeout=5, trust_env=False)
             if answer.status_code not in (200, 401):
