@@ -60,3 +60,39 @@ def test_duckdb_colons_stay_duckdbs(tmp_path: Path) -> None:
         assert cur.fetchone() == (0, None)
     finally:
         conn.close()
+
+
+def test_the_seed_shape_reads_only_its_rows_and_other_shapes_read_all(tmp_path: Path) -> None:
+    import time
+
+    from duckserve.engine.events import Resource, event_table
+
+    home = tmp_path / "home"
+    table = event_table(home)
+    now = time.time()
+    for name, ages in (("A", (7200, 60, 30)), ("B", (50,)), ("XA", (40,))):
+        for age in ages:
+            table.record_event(Resource("DUCKSERVE", "PUBLIC", name), "SERVICE.TICK", f"{name} {age}", at=now - age)
+    conn = duckserve.connect(home=str(home))
+    try:
+        cur = conn.cursor()
+
+        def one(sql: str) -> tuple[object, ...]:
+            cur.execute(sql)
+            row = cur.fetchone()
+            assert row is not None
+            return row
+
+        events = "SNOWFLAKE.TELEMETRY.EVENTS"
+        a = "RESOURCE_ATTRIBUTES:\"snow.service.name\" = 'A'"
+        assert one(f"SELECT count(*) FROM {events} WHERE {a} AND timestamp > dateadd(hour, -1, current_timestamp())"
+                   ) == (2,)
+        assert one(f"SELECT count(*) FROM {events} e WHERE true AND {a}") == (3,)
+        assert one(f"SELECT count(*) FROM {events} WHERE {a} OR RESOURCE_ATTRIBUTES:\"snow.service.name\" = 'B'"
+                   ) == (4,)
+        assert one(f"SELECT sum(CASE WHEN {a} THEN 1 ELSE 0 END), count(*) FROM {events}") == (3, 5)
+        assert one(f"SELECT count(*) FROM {events} WHERE ({a} OR VALUE:message = 'B 50') "
+                   "AND timestamp > dateadd(minute, -59, current_timestamp())") == (3,)
+        assert one(f"SELECT (SELECT count(*) FROM {events} WHERE {a}), (SELECT count(*) FROM {events})") == (3, 5)
+    finally:
+        conn.close()

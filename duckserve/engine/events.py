@@ -363,8 +363,9 @@ class EventTable:
     def table(self, **where: Any) -> pa.Table:
         """The rows as Arrow, in Snowflake's event-table columns: TIMESTAMP in UTC without a time zone
         (TIMESTAMP_NTZ), JSON for the OBJECT and VARIANT ones. ``where``: start, end (epoch
-        seconds), service (a key), services (keys)."""
+        seconds), service (a key), services (keys), name (a service's name, in any schema)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         sql = ("SELECT ts, observed_ts, resource_attributes, record_type, record, record_attributes, value "
                "FROM events WHERE ts >= ?")
@@ -375,6 +376,9 @@ class EventTable:
         if where.get("service") is not None:
             sql += " AND service = ?"
             params.append(where["service"])
+        if where.get("name") is not None:  # every service of that name, in any schema
+            sql += " AND (service = ? OR substr(service, -length(?) - 1) = '.' || ?)"
+            params.extend([where["name"]] * 3)
         if where.get("services") is not None:
             keys = list(where["services"])
             sql += f" AND service IN ({', '.join('?' for _ in keys)})" if keys else " AND 0"
@@ -387,22 +391,29 @@ class EventTable:
                 raise OperationalError(f"event table {self.path}: {exc}") from exc
         columns: list[tuple[Any, ...]] = list(zip(*found)) if found else [() for _ in range(7)]
         stamp = pa.timestamp("us")
-        micros = [pa.array([int(t * 1_000_000) for t in columns[i]], pa.int64()).cast(stamp) for i in (0, 1)]
+        micros = [pc.cast(pc.multiply(pa.array(columns[i], pa.float64()), 1_000_000.0), pa.int64(), safe=False)
+                  .cast(stamp) for i in (0, 1)]
+        count = len(found)
+
+        def json_column(values: tuple[Any, ...]) -> pa.Array:
+            # JSON as stored: wrapped as Arrow's JSON type without re-reading each value
+            return pa.ExtensionArray.from_storage(pa.json_(), pa.array(values, pa.string()))
+
         scope = _dumps({"name": SCOPE})
         return pa.table({
             "TIMESTAMP": micros[0],
-            "START_TIMESTAMP": pa.nulls(len(found), stamp),
+            "START_TIMESTAMP": pa.nulls(count, stamp),
             "OBSERVED_TIMESTAMP": micros[1],
-            "TRACE": pa.nulls(len(found), pa.json_()),
-            "RESOURCE": pa.nulls(len(found), pa.json_()),
-            "RESOURCE_ATTRIBUTES": pa.array(columns[2], pa.json_()),
-            "SCOPE": pa.array([scope] * len(found), pa.json_()),
-            "SCOPE_ATTRIBUTES": pa.nulls(len(found), pa.json_()),
+            "TRACE": pa.nulls(count, pa.json_()),
+            "RESOURCE": pa.nulls(count, pa.json_()),
+            "RESOURCE_ATTRIBUTES": json_column(columns[2]),
+            "SCOPE": json_column((scope,) * count),
+            "SCOPE_ATTRIBUTES": pa.nulls(count, pa.json_()),
             "RECORD_TYPE": pa.array(columns[3], pa.string()),
-            "RECORD": pa.array(columns[4], pa.json_()),
-            "RECORD_ATTRIBUTES": pa.array(columns[5], pa.json_()),
-            "VALUE": pa.array(columns[6], pa.json_()),
-            "EXEMPLARS": pa.nulls(len(found), pa.json_()),
+            "RECORD": json_column(columns[4]),
+            "RECORD_ATTRIBUTES": json_column(columns[5]),
+            "VALUE": json_column(columns[6]),
+            "EXEMPLARS": pa.nulls(count, pa.json_()),
         })
 
 

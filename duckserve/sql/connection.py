@@ -506,10 +506,10 @@ class _RewriteContext:
         assert service is not None
         return self._source(service_table(connection.services, connection.session, service, function, start, end))
 
-    def event_table(self) -> str:
+    def event_table(self, service_name: str | None = None, start: datetime | None = None) -> str:
         from duckserve.engine.services.service_telemetry import account_events
 
-        return self._source(account_events(self.connection.services, self.connection.session))
+        return self._source(account_events(self.connection.services, self.connection.session, service_name, start))
 
     def timestamp(self, expression: str) -> datetime:
         with duckdb.connect() as scratch:  # a constant: nothing of the session is needed

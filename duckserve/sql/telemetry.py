@@ -48,8 +48,9 @@ class TelemetryContext(Protocol):
                           end: datetime | None) -> str:
         """The name the service's table function result reads under in this statement."""
 
-    def event_table(self) -> str:
-        """The name the account's event table reads under in this statement."""
+    def event_table(self, service_name: str | None = None, start: datetime | None = None) -> str:
+        """The name the account's event table reads under in this statement (only the rows of the
+        services named ``service_name`` from ``start`` on, when the statement's WHERE keeps no others)."""
 
     def timestamp(self, expression: str) -> datetime:
         """The value of a constant SQL expression (already in DuckDB's SQL) as a timestamp."""
@@ -243,16 +244,76 @@ def table_functions(statement: Statement, context: TelemetryContext) -> list[Edi
 _ALIAS_TYPES = (TokenType.VAR, TokenType.IDENTIFIER, TokenType.ALIAS)
 
 
+_CLAUSE_ENDS = (TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING, TokenType.QUALIFY,
+                TokenType.WINDOW, TokenType.UNION, TokenType.EXCEPT, TokenType.INTERSECT, TokenType.R_PAREN)
+_STAMP_WORDS = ("TIMESTAMP",)
+
+
+def _filters(statement: Statement, first: int, last: int, context: TelemetryContext
+             ) -> tuple[str | None, datetime | None]:
+    """What the seed's query shape says of the rows it can keep: ``FROM <event table> [alias]
+    WHERE a AND b AND ...`` (no OR at the top) with ``RESOURCE_ATTRIBUTES:"snow.service.name" =
+    'X'`` and ``TIMESTAMP > <constant>`` among the terms. Any other shape: nothing (every row)."""
+    tokens = statement.tokens
+    if first == 0 or tokens[first - 1].token_type != TokenType.FROM:
+        return None, None
+    k = last + 1
+    if k < len(tokens) and tokens[k].token_type == TokenType.ALIAS:
+        k += 1
+    if k < len(tokens) and tokens[k].token_type in _NAMES:
+        k += 1
+    if k >= len(tokens) or tokens[k].token_type != TokenType.WHERE:
+        return None, None
+    end, depth = k + 1, 0
+    while end < len(tokens):
+        kind = tokens[end].token_type
+        if kind == TokenType.L_PAREN:
+            depth += 1
+        elif kind == TokenType.R_PAREN and depth:
+            depth -= 1
+        elif depth == 0 and (kind in _CLAUSE_ENDS or kind == TokenType.SEMICOLON):
+            break
+        elif depth == 0 and kind == TokenType.OR:
+            return None, None
+        end += 1
+    terms, depth, begin = [], 0, k + 1
+    for j in range(k + 1, end + 1):
+        kind = tokens[j].token_type if j < end else TokenType.AND
+        if kind == TokenType.L_PAREN:
+            depth += 1
+        elif kind == TokenType.R_PAREN:
+            depth -= 1
+        elif kind == TokenType.AND and depth == 0:
+            terms.append(tokens[begin:j])
+            begin = j + 1
+    service: str | None = None
+    start: datetime | None = None
+    for term in terms:
+        words = [t.text if t.token_type in (TokenType.IDENTIFIER, TokenType.STRING) else t.text.upper() for t in term]
+        if len(term) == 5 and words[0] == "RESOURCE_ATTRIBUTES" and term[1].token_type == TokenType.COLON \
+                and words[2] == "snow.service.name" and term[3].token_type == TokenType.EQ \
+                and term[4].token_type == TokenType.STRING:
+            service = term[4].text
+        elif len(term) >= 3 and words[0] in _STAMP_WORDS and term[1].token_type in (TokenType.GT, TokenType.GTE):
+            text = statement.script[term[2].start:term[-1].end + 1]
+            for edit in sorted(snowflake_forms(term[2:], statement.script), key=lambda e: e.start, reverse=True):
+                text = text[: edit.start - term[2].start] + edit.text + text[edit.end - term[2].start:]
+            try:
+                start = context.timestamp(text)
+            except ProgrammingError:
+                pass  # not a constant: DuckDB filters
+    return service, start
+
+
 def event_tables(statement: Statement, context: TelemetryContext) -> list[Edit]:
     """``SNOWFLAKE.TELEMETRY.EVENTS`` -> the account's event table (aliased EVENTS unless the
-    statement gives it an alias)."""
+    statement gives it an alias); in the seed's query shape, only the rows its WHERE can keep are
+    read (`_filters`)."""
     tokens, edits = statement.tokens, []
-    name: str | None = None
-    for i in range(len(tokens)):
-        last = _event_table_at(tokens, i)
-        if last is None:
-            continue
-        name = name or context.event_table()
+    references = [(i, last) for i in range(len(tokens)) if (last := _event_table_at(tokens, i)) is not None]
+    for i, last in references:
+        service, start = _filters(statement, i, last, context) if len(references) == 1 else (None, None)
+        name = context.event_table(service, start)
         aliased = last + 1 < len(tokens) and tokens[last + 1].token_type in _ALIAS_TYPES
         table = tokens[i + 4].text.upper() if tokens[i + 4].token_type != TokenType.IDENTIFIER else tokens[i + 4].text
         edits.append(Edit(tokens[i].start, tokens[last].end + 1, name if aliased else f'{name} AS "{table}"'))

@@ -145,18 +145,21 @@ def service_table(services: Services, session: Session, service: CatalogObject, 
     })
 
 
-def account_events(services: Services, session: Session) -> pa.Table:
-    """The event table as the session's role may read it, running services' new log lines first."""
+def account_events(services: Services, session: Session, service_name: str | None = None,
+                   start: datetime | None = None) -> pa.Table:
+    """The event table as the session's role may read it (the rows of services named
+    ``service_name`` from ``start`` on, when given), running services' new log lines first."""
     account = services.account
-    running = [s for s in account.catalog.objects(A.SERVICE) if s.props.get("instances")]
-    admin = A.ACCOUNTADMIN in account.effective_roles(session.role)
-    for service in running:
-        ingest_instance_logs(services, service)
-    if admin:
-        return event_table(account.home).table()
-    keys = []
-    for service in account.catalog.objects(A.SERVICE):
-        held = account.privileges_on(session, service)
-        if A.OWNERSHIP in held or held & set(MONITOR_PRIVILEGES):
-            keys.append(service.key)
-    return event_table(account.home).table(services=keys)
+    every = account.catalog.objects(A.SERVICE)
+    for service in every:
+        if service.props.get("instances") and (service_name is None or service.name == service_name):
+            ingest_instance_logs(services, service)
+    where: dict[str, Any] = {"start": _epoch(start, 0.0) if start is not None else None, "name": service_name}
+    if A.ACCOUNTADMIN not in account.effective_roles(session.role):
+        keys = []
+        for service in every:
+            held = account.privileges_on(session, service)
+            if A.OWNERSHIP in held or held & set(MONITOR_PRIVILEGES):
+                keys.append(service.key)
+        where["services"] = keys
+    return event_table(account.home).table(**where)
