@@ -19,7 +19,8 @@ service.instances.ready         gauge    1       (one row per service, no INSTAN
 ==============================  =======  ======  =============================================
 
 The account's controller calls it on its loop; ``svc!SPCS_GET_METRICS`` takes a sample of a
-running service itself when none is younger than FRESH_SECONDS, so metrics are there without it.
+running service itself (unless it did less than FRESH_SECONDS ago), so the newest point is there
+without the controller and reflects what the caller just did.
 The same sample ingests the instances' new log lines (`ingest_instance_logs`), and stopping or
 dropping a service ingests all of them first, so logs outlive the service.
 """
@@ -42,7 +43,6 @@ from duckserve.engine.catalog import CatalogObject
 from duckserve.engine.events import (
     BUILD_CONTAINER,
     INFERENCE_CONTAINER,
-    METRIC,
     MetricSample,
     Resource,
     event_table,
@@ -59,8 +59,8 @@ logger = logging.getLogger("duckserve.engine")
 SCRAPE_TIMEOUT = 2.0
 #: log lines read from each instance per sample (the whole log when a service stops)
 LOG_TAIL_LINES = 5000
-#: SPCS_GET_METRICS samples a service itself when its newest sample is older than this
-FRESH_SECONDS = 1.0
+#: SPCS_GET_METRICS samples a service itself unless it did less than this ago
+FRESH_SECONDS = 0.5
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
@@ -172,6 +172,7 @@ class MetricsSampler:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._previous: dict[tuple[str, str], _Previous] = {}
+        self._sampled: dict[str, float] = {}  # service key -> when sample_if_stale last sampled it
         self._lock = threading.Lock()
 
     def sample(self, service: CatalogObject, at: float | None = None, logs: bool = True) -> int:
@@ -251,11 +252,14 @@ class MetricsSampler:
         return written
 
     def sample_if_stale(self, service: CatalogObject) -> int:
-        """Sample a running service unless a sample younger than FRESH_SECONDS exists."""
+        """Sample a running service unless this sampler did less than FRESH_SECONDS ago (samples
+        of other processes, the controller's, do not count: they may predate what the caller did)."""
         if not service.props.get("instances") or service.props.get("status") == "SUSPENDED":
             return 0
-        table = event_table(self.services.account.home)
-        newest = table.newest(service.key, METRIC)
-        if newest is not None and time.time() - newest < FRESH_SECONDS:
-            return 0
+        now = time.monotonic()
+        with self._lock:
+            last = self._sampled.get(service.key)
+            if last is not None and now - last < FRESH_SECONDS:
+                return 0
+            self._sampled[service.key] = now
         return self.sample(service)
