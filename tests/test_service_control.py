@@ -212,6 +212,7 @@ def test_killed_instance_is_replaced_while_a_million_rows_complete(account: Any)
     assert {"status", "spec_digest", "creation_time", "start_time"} <= set(instances[0])
     assert instances[0]["creation_time"] < instances[0]["start_time"]
     assert conn.execute("SELECT sum(heal_svc!predict(range::DOUBLE)) FROM range(1000)").fetchone()[0] == 500_500
+    assert "INSTANCE.RESTARTED" in event_names(conn, "heal_svc")
     conn.execute("DROP SERVICE heal_svc")
 
 
@@ -233,6 +234,12 @@ def test_an_instance_that_stops_answering_is_replaced(account: Any) -> None:
             pass
     assert conn.execute("SELECT sum(hang_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
     conn.execute("DROP SERVICE hang_svc")
+
+
+def event_names(conn: Any, service: str) -> list[str]:
+    """The service's lifecycle events, oldest first, as SQL reads them from the event table."""
+    return [r[0] for r in conn.execute(f"SELECT EVENT_NAME FROM TABLE({service}!SPCS_GET_EVENTS()) "
+                                       "ORDER BY \"TIMESTAMP\"").fetchall()]
 
 
 def batches_answered(conn: Any, service: str, instance: int) -> int:
@@ -330,6 +337,8 @@ def test_model_update_under_load_loses_nothing_and_a_broken_version_leaves_the_o
     conn.execute("ALTER SERVICE upd_svc SET MODEL_VERSION = 'V2'")  # the roll back: V2 never stopped
     assert rows(conn, "DESCRIBE SERVICE upd_svc")[0]["update_status"] is None
 
+    assert event_names(conn, "upd_svc").count("SERVICE.UPDATED") == 2  # V2 done, V3 failed
+
     # the Python form
     account["mv1"].update_service("upd_svc")
     assert conn.execute("SELECT sum(upd_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
@@ -378,6 +387,7 @@ def test_load_scales_up_then_down_after_the_cool_down(account: Any) -> None:
     wait_for("the service to scale back to 1", lambda: len(
         rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE auto_svc")) == 1, timeout=60)
     assert conn.execute("SELECT sum(auto_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    assert event_names(conn, "auto_svc").count("SERVICE.SCALED") >= 2  # up (once or twice) and down
     conn.execute("DROP SERVICE auto_svc")
 
 

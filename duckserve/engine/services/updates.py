@@ -15,13 +15,16 @@ A suspended service switches its record only; its next resume starts the new ver
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from duckserve.engine import access as A
+from duckserve.engine import events as E
 from duckserve.engine.account import Account, Session, display_key
 from duckserve.engine.catalog import CatalogObject, now
 from duckserve.engine.models import ModelStore
@@ -137,9 +140,20 @@ class ModelUpdates:
                                     f"'{target}', or roll back with ALTER SERVICE {label} SET MODEL_VERSION = "
                                     f"'{current}'"))
                 self.account.catalog.update(service)
+                self._event(service, f"update to version {target} FAILED: {exc}", status="FAILED", version=current,
+                            target_version=target)
                 raise OperationalError(f"service {label}: update to version {target} FAILED: "
                                        f"{service.props['update_message']}") from exc
+        self._event(service, f"version {target} serves (was {current})", status="DONE", version=target,
+                    previous_version=current)
         return Rows.status(f"Service {label} now runs version {target}.")
+
+    def _event(self, service: CatalogObject, message: str, **attributes: Any) -> None:
+        """A SERVICE.UPDATED event; a failure to record it is logged, never the update's failure."""
+        try:
+            E.record_event(self.account.home, service, E.SERVICE_UPDATED, message, attributes)
+        except Error as exc:
+            logging.getLogger("duckserve.engine").warning("could not record the update of %s: %s", service.key, exc)
 
     def _roll(self, session: Session, service: CatalogObject, model: CatalogObject, target: str) -> None:
         p = service.props
