@@ -404,3 +404,39 @@ def test_min_zero_scales_to_zero_and_serves_the_next_call(account: Any) -> None:
     assert conn.execute("SELECT sum(zero_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
     assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE zero_svc")) == 1
     conn.execute("DROP SERVICE zero_svc")
+
+
+def test_scaling_stops_at_the_pools_max_nodes_and_says_why(account: Any) -> None:
+    conn, home, reg = account["conn"], account["home"], account["reg"]
+    conn.execute("CREATE COMPUTE POOL small_pool MIN_NODES = 1 MAX_NODES = 2 INSTANCE_FAMILY = 'CPU_X64_XS'")
+    account["mv1"].create_service(service_name="neighbour_svc", service_compute_pool="small_pool",
+                                  image_repo="ctl_images", min_instances=1, max_instances=1, num_workers=1)
+    mv = reg.log_model(Busy(ModelContext()), model_name="busy_too", sample_input_data=pd.DataFrame({"X": [1.0]}))
+    mv.create_service(service_name="capped_svc", service_compute_pool="small_pool", image_repo="ctl_images",
+                      min_instances=1, max_instances=2, num_workers=1, max_batch_rows=100, max_queue=1)
+    stop = threading.Event()
+
+    def load() -> None:
+        client = duckserve.connect(home=str(home))
+        client.execute("CREATE OR REPLACE WAREHOUSE wide2 WAREHOUSE_SIZE = 'MEDIUM'")
+        try:
+            while not stop.is_set():
+                client.execute("SELECT sum(capped_svc!predict(range::DOUBLE)) FROM range(2000)").fetchone()
+        finally:
+            client.close()
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        pending = wait_for("a PENDING instance", lambda: [
+            i for i in rows(conn, "SHOW SERVICE INSTANCES IN SERVICE capped_svc") if i["status"] == "PENDING"])
+        assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE capped_svc")) == 1  # no room for two
+    finally:
+        stop.set()
+        loader.join()
+    assert "MAX_NODES = 2" in pending[0]["message"] and "ALTER COMPUTE POOL" in pending[0]["message"]
+    # without the load the wish for a second instance goes, and the message with it
+    wait_for("the PENDING instance to go", lambda: rows(conn, "DESCRIBE SERVICE capped_svc")[0]["pending_instances"]
+             == 0)
+    conn.execute("DROP SERVICE capped_svc")
+    conn.execute("DROP SERVICE neighbour_svc")
