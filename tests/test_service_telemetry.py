@@ -202,3 +202,18 @@ def test_retention_in_sql(tmp_path: Path) -> None:
             cur.execute("CALL SYSTEM$SET_EVENT_RETENTION_DAYS(3)")
     finally:
         conn.close()
+
+
+def test_a_role_without_monitor_is_refused_with_the_grant_that_fixes_it(account: dict[str, Any]) -> None:
+    conn = account["conn"]
+    conn.execute("CREATE ROLE IF NOT EXISTS outsider; GRANT ROLE outsider TO USER admin")
+    try:
+        conn.execute("USE ROLE outsider")
+        with pytest.raises(duckserve.ProgrammingError, match=r"MONITOR.*TELE_SVC|TELE_SVC.*MONITOR") as refused:
+            conn.execute("SELECT * FROM TABLE(tele_svc!SPCS_GET_METRICS())")
+        assert "GRANT" in str(refused.value)
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM SNOWFLAKE.TELEMETRY.EVENTS")  # no service of its own: no rows
+        assert cur.fetchone() == (0,)
+    finally:
+        conn.execute("USE ROLE ACCOUNTADMIN")
