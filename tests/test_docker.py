@@ -292,3 +292,32 @@ def test_a_docker_pool_without_an_engine_fails_at_once(tmp_path: Path, monkeypat
     finally:
         conn.close()
         _made.pop("docker", None)
+
+
+def test_docker_kill_mid_query_the_instance_comes_back_and_every_row_is_answered(world: dict[str, Any]) -> None:
+    """`docker kill` of a service's only container during a 1M-row query: the controller replaces it
+    (restart_count 1, last_exit_code 137) and the query's batches wait for it; every row comes back once."""
+    conn, reg, model = world["conn"], world["reg"], world["model"]
+    mv = reg.get_model("clf").version("v1")
+    mv.create_service(service_name="heal_docker_svc", service_compute_pool="dpool", image_repo="images",
+                      num_workers=1, max_instances=1, max_batch_rows=50_000)
+    victim = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE heal_docker_svc")[0]
+    conn.execute("CREATE OR REPLACE TABLE million AS SELECT range AS id, (range % 97) / 24.0 - 2 AS f1, "
+                 "(range % 89) / 22.0 - 2 AS f2, (range % 83) / 20.0 - 2 AS f3 FROM range(1000000)")
+    killer = threading.Timer(0.5, subprocess.run, (["docker", "kill", victim["container_id"]],),
+                             {"capture_output": True})
+    killer.start()
+    got = conn.execute("SELECT count(*), count(DISTINCT id), sum(heal_docker_svc!predict(f1, f2, f3)) "
+                       "FROM million").fetchone()
+    killer.join()
+    frame = conn.execute("SELECT f1 AS F1, f2 AS F2, f3 AS F3 FROM million").fetch_pandas_all()
+    assert got == (1_000_000, 1_000_000, int(model.predict(frame[["F1", "F2", "F3"]]).sum()))
+    deadline = time.monotonic() + 60
+    while True:
+        seen = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE heal_docker_svc")[0]
+        if seen["restart_count"] == 1 and seen["status"] == "READY":
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    assert seen["container_id"] != victim["container_id"] and seen["last_exit_code"] == 137
+    conn.execute("DROP SERVICE heal_docker_svc")
