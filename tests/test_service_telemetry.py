@@ -217,3 +217,22 @@ def test_a_role_without_monitor_is_refused_with_the_grant_that_fixes_it(account:
         assert cur.fetchone() == (0,)
     finally:
         conn.execute("USE ROLE ACCOUNTADMIN")
+
+
+def test_a_scaled_away_instance_keeps_its_log(account: dict[str, Any]) -> None:
+    conn = account["conn"]
+    cur = conn.cursor()
+    cur.execute("ALTER SERVICE tele_svc SET MIN_INSTANCES = 2 MAX_INSTANCES = 2")
+    try:
+        cur.execute("SELECT count(tele_svc!predict(x)) FROM range(50) t(x)")
+        assert cur.fetchone() == (50,)
+    finally:
+        cur.execute("ALTER SERVICE tele_svc SET MIN_INSTANCES = 1 MAX_INSTANCES = 1")
+    cur.execute("""SELECT VALUE FROM SNOWFLAKE.TELEMETRY.EVENTS WHERE RECORD_TYPE = 'LOG'
+                   AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'
+                   AND RESOURCE_ATTRIBUTES:"snow.service.container.instance" = '1'""")
+    lines = [json.loads(r[0]) for r in cur.fetchall()]
+    assert any("loaded in" in line for line in lines) and any(line.endswith("stopped") for line in lines), lines
+    cur.execute("""SELECT VALUE:message FROM SNOWFLAKE.TELEMETRY.EVENTS WHERE RECORD:name = 'SERVICE.SCALED'
+                   AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'""")
+    assert len(cur.fetchall()) >= 2

@@ -279,8 +279,13 @@ class Services(ModelUpdates, ServiceViews):
                 state = runtime_for(handle).state(handle)
                 if state.status == "FAILED":
                     failed[instance_id] = state.exit_code
+        if failed:  # the logs of instances about to be replaced, before a new one reuses their file
+            monitoring.ingest_instance_logs(self, service, lines=None, handles={i: current[i] for i in failed})
         wanted = self.runtime_of(service).apply(
             count, lambda i: server_spec(home, service, directory, package_dir, i), current)
+        removed = {i: h for i, h in current.items() if i not in wanted}
+        if removed:  # scaled down: what the stopped instances wrote outlives them
+            monitoring.ingest_instance_logs(self, service, lines=None, handles=removed)
         self._store_handles(service, wanted, restarted=failed)
         service.props["status"] = "RUNNING"
         service.props["resumed_on"] = now().isoformat()

@@ -141,8 +141,11 @@ def ingest_instance_logs(services: Services, service: CatalogObject, lines: int 
         except (Error, OSError) as exc:
             logger.warning("could not read the log of instance %s of %s: %s", instance_id, service.key, exc)
             continue
-        count += table.ingest_log(resource.at(instance_id, INFERENCE_CONTAINER), source_of(handle), text,
-                                  final=lines is None)
+        try:
+            count += table.ingest_log(resource.at(instance_id, INFERENCE_CONTAINER), source_of(handle), text,
+                                      final=lines is None)
+        except Error as exc:  # the event table is busy or broken: the service goes on
+            logger.warning("could not keep the log of instance %s of %s: %s", instance_id, service.key, exc)
     return count
 
 
