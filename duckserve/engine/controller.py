@@ -169,6 +169,8 @@ class Controller:
         """Scale the service between its MIN_INSTANCES and MAX_INSTANCES on the load its instances report."""
         p = service.props
         low, high = int(p["min_instances"]), int(p["max_instances"])
+        if p.get("ingress_enabled"):
+            low = max(low, 1)  # the ingress forwards to running instances: it never starts one
         if (low == high and low > 0) or p.get("update_status") == "UPDATING":
             return
         readings: dict[str, Reading] = {}
