@@ -183,7 +183,7 @@ def test_killed_instance_is_replaced_while_a_million_rows_complete(account: Any)
     conn, home = account["conn"], account["home"]
     account["mv1"].create_service(service_name="heal_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
                                   min_instances=2, max_instances=2, num_workers=1, max_batch_rows=20_000)
-    assert controller_running(home)  # started with the instances, in its own session
+    wait_for("the controller", lambda: controller_running(home), timeout=30)  # started with the instances
     before = rows(conn, "SELECT instance_id, pid, restart_count FROM (SHOW SERVICE CONTAINERS IN SERVICE heal_svc)")
     assert [b["restart_count"] for b in before] == [0, 0]
     victim = before[0]["pid"]
