@@ -122,16 +122,21 @@ def error_reply(status: int, message: str, headers: dict[str, str] | None = None
 
 
 def instance_urls(service: CatalogObject) -> list[tuple[int, str]]:
-    """(instance_id, base URL) of every instance of a service record whose handle has an endpoint
-    (wherever its runtime runs it: a local process, a container)."""
-    from duckserve.engine.runtimes import InstanceHandle
+    """(instance_id, base URL) of every instance of a service record that has an endpoint
+    (wherever its runtime runs it: a local process, a container, a Swarm task). The handle's own
+    endpoint where it carries one, else the runtime's lookup (a task placed after the record was
+    written)."""
+    from duckserve.engine.runtimes import InstanceHandle, runtime_for
 
     found: list[tuple[int, str]] = []
     for instance in service.props.get("instances") or []:
         if not isinstance(instance, dict) or str(instance.get("status", "")).upper() in DEAD_STATES:
             continue
-        handle = instance.get("handle")
-        endpoint = InstanceHandle.from_dict(handle).endpoint if isinstance(handle, dict) else None
+        raw = instance.get("handle")
+        if not isinstance(raw, dict):
+            continue
+        handle = InstanceHandle.from_dict(raw)
+        endpoint = handle.endpoint or runtime_for(handle).endpoint(handle)
         if endpoint:
             found.append((int(instance.get("instance_id", len(found))), endpoint))
     return found
@@ -291,6 +296,9 @@ class IngressApp:
         if self._instances[0] is not service:  # read once per catalog version, not per request
             self._instances = (service, instance_urls(service))
         instances = self._instances[1]
+        if not instances:  # a runtime may have placed an instance since (a Swarm task): look once more
+            self._instances = (service, instance_urls(service))
+            instances = self._instances[1]
         if not instances:
             raise self._unavailable(service, "no instance is ready")
         body = self._request_body(call) if call.method == "POST" else b""
