@@ -133,8 +133,15 @@ def main() -> int:
             conn.close()
             label_node(pool, add=False)
             from duckserve.engine.images.registry import LocalRegistry
+            from duckserve.engine.runtimes.docker_engine import Engine
 
-            LocalRegistry(home).stop()
+            local = LocalRegistry(home)
+            local.stop()
+            engine = Engine()
+            for image in engine.images("io.duckserve.build"):  # what Docker and Swarm pulled from this run's registry
+                names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+                if any(name.startswith(local.client.host + "/") for name in names):
+                    engine.remove_image(image["Id"], force=True)
     print(f"duckserve Swarm bench: {args.rows:,} rows x {len(FEATURES)} floats, LogisticRegression, median of "
           f"{args.runs} rounds, {os.cpu_count()} cores, one-node swarm")
     for name, value in results.items():

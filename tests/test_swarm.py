@@ -101,7 +101,18 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             set_node_label(node_id, label, add=False)
             from duckserve.engine.images.registry import LocalRegistry
 
-            LocalRegistry(home).stop()
+            local = LocalRegistry(home)
+            local.stop()
+            remove_pulled_images(local.client.host)
+
+
+def remove_pulled_images(registry_host: str) -> None:
+    """The images Swarm's tasks pulled from the test's registry."""
+    docker = engine()
+    for image in docker.images("io.duckserve.build"):
+        names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        if any(name.startswith(registry_host + "/") for name in names):
+            docker.remove_image(image["Id"], force=True)
 
 
 def set_node_label(node_id: str, label: str, add: bool) -> None:

@@ -80,6 +80,9 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             for service in engine().services(label=[f"io.duckserve.home={home}"]):
                 engine().remove_service(service["ID"])
             label(manager, key, add=False)
+            from tests.test_swarm import remove_pulled_images
+
+            remove_pulled_images(node.registry_host)   # the second node's images go with its data root
             node.remove()
             if previous is None:
                 os.environ.pop("DUCKSERVE_REGISTRY", None)
