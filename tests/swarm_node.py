@@ -126,8 +126,25 @@ class SecondNode:
         teardown(self.node_id)
 
 
+def _task_processes() -> list[str]:
+    """The node's containers' processes: each has a network namespace of its own (so ``ip netns
+    pids`` misses them) but sits under the node's cgroup parent."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroups = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if f":/{NETNS}/" in cgroups:
+            found.append(entry.name)
+    return found
+
+
 def kill_namespace() -> None:
-    pids = _run("ip", "netns", "pids", NETNS, check=False).stdout.split()
+    """Every process of the node: its engine and containerd (in its network namespace) and its tasks."""
+    pids = _run("ip", "netns", "pids", NETNS, check=False).stdout.split() + _task_processes()
     for pid in pids:
         try:
             os.kill(int(pid), signal.SIGKILL)
