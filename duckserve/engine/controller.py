@@ -204,14 +204,7 @@ class Controller:
             return
         logger.info("service %s: %d -> %d instance(s): %s", service.key, current, wanted, reason)
         started = self.services.scale(service, wanted, reason)
-        for instance_id, handle in started.items():
-            try:
-                ready = runtime_for(handle).wait_ready(handle, timeout=float(os.environ.get(
-                    "DUCKSERVE_READY_TIMEOUT", "180")))
-            except Exception as exc:
-                logger.warning("service %s: instance %s did not become ready: %s", service.key, instance_id, exc)
-                continue
-            self.services.mark_ready(service, {instance_id: ready})
+        self._wait_ready(service, started)
 
     def heal(self, service: CatalogObject) -> bool:
         """Replace what failed or stopped answering; True when some instance is not stopped."""
@@ -245,6 +238,11 @@ class Controller:
         logger.info("service %s: replacing instances %s (failed) %s (not ready for %gs)", service.key,
                     to_restart, unready, unready_secs())
         started = self.services.heal(service, unready=unready)
+        self._wait_ready(service, started)
+        return True
+
+    def _wait_ready(self, service: CatalogObject, started: dict[int, InstanceHandle]) -> None:
+        """Wait for the instances just started and mark each ready one so calls go to it."""
         for instance_id, handle in started.items():
             try:
                 ready = runtime_for(handle).wait_ready(handle, timeout=float(os.environ.get(
@@ -253,7 +251,6 @@ class Controller:
                 logger.warning("service %s: instance %s did not become ready: %s", service.key, instance_id, exc)
                 continue
             self.services.mark_ready(service, {instance_id: ready})
-        return True
 
     @staticmethod
     def _may_restart(record: dict[str, object]) -> bool:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from sqlglot.tokens import Token, TokenType
 
+from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import ProgrammingError
 from duckserve.sql.splitter import Statement
 
@@ -52,6 +53,30 @@ def matching_paren(tokens: list[Token], open_index: int) -> int:
             if depth == 0:
                 return j
     raise ProgrammingError(f"unbalanced parentheses: '(' at offset {tokens[open_index].start} is never closed")
+
+
+_NAME_TYPES = (TokenType.VAR, TokenType.IDENTIFIER)
+
+
+def is_name_token(token: Token) -> bool:
+    """A token that can be (part of) an object's name: a word or a quoted identifier."""
+    return token.token_type in _NAME_TYPES or (token.text.replace("_", "").isalnum() and token.token_type not in (
+        TokenType.STRING, TokenType.NUMBER))
+
+
+def name_before(tokens: list[Token], bang: int) -> tuple[int, ObjectName] | None:
+    """The ``[db.][schema.]name`` that ends just before ``tokens[bang]`` (the ``!`` of ``svc!m(``):
+    the index of its first token and the name; None where no name stands there."""
+    parts, j = [tokens[bang - 1]], bang - 1
+    while j >= 2 and tokens[j - 1].token_type == TokenType.DOT and is_name_token(tokens[j - 2]):
+        parts.insert(0, tokens[j - 2])
+        j -= 2
+    if not is_name_token(parts[-1]) or len(parts) > 3:
+        return None
+    names = [normalize(t.text, t.token_type == TokenType.IDENTIFIER) for t in parts]
+    while len(names) < 3:
+        names.insert(0, "")
+    return j, ObjectName(names[2], names[1], names[0])
 
 
 def show_subqueries(statement: Statement, context: Context) -> list[Edit]:

@@ -17,9 +17,9 @@ from sqlglot.tokens import Token, TokenType
 
 from duckserve.engine.account import display_key
 from duckserve.engine.client import ServiceClient, single_array
-from duckserve.engine.names import ObjectName, normalize
+from duckserve.engine.names import ObjectName
 from duckserve.errors import Error, ObjectNotFound, ProgrammingError
-from duckserve.sql.rewrite import Edit, matching_paren
+from duckserve.sql.rewrite import Edit, is_name_token, matching_paren, name_before
 from duckserve.sql.splitter import Statement
 from duckserve.sql.telemetry import is_telemetry_method
 from duckserve.sql.udfs import UdfRegistry
@@ -40,11 +40,6 @@ class CallSite:
     arguments: int
 
 
-def _is_name_token(token: Token) -> bool:
-    return token.token_type in _NAME_TYPES or (token.text.replace("_", "").isalnum() and token.token_type not in (
-        TokenType.STRING, TokenType.NUMBER, TokenType.L_PAREN, TokenType.R_PAREN))
-
-
 def find_calls(statement: Statement) -> list[CallSite]:
     """Every ``[db.][schema.]service!method(`` in the statement."""
     tokens, calls = statement.tokens, []
@@ -52,24 +47,18 @@ def find_calls(statement: Statement) -> list[CallSite]:
         if token.token_type != TokenType.NOT or token.text != "!" or i == 0 or i + 2 >= len(tokens):
             continue
         method_token, paren = tokens[i + 1], tokens[i + 2]
-        if paren.token_type != TokenType.L_PAREN or not _is_name_token(method_token):
+        if paren.token_type != TokenType.L_PAREN or not is_name_token(method_token):
             continue
         if is_telemetry_method(method_token.text):
             continue  # svc!SPCS_GET_METRICS(...) is a table function (duckserve.sql.telemetry)
         if tokens[i - 1].token_type == TokenType.R_PAREN:
             continue  # MODEL(m, v)!method(...) is the warehouse path, not a service
-        parts: list[Token] = [tokens[i - 1]]
-        j = i - 1
-        while j >= 2 and tokens[j - 1].token_type == TokenType.DOT and _is_name_token(tokens[j - 2]):
-            parts.insert(0, tokens[j - 2])
-            j -= 2
-        if not _is_name_token(parts[-1]) or len(parts) > 3:
+        found = name_before(tokens, i)
+        if found is None:
             continue
-        names = [normalize(t.text, t.token_type == TokenType.IDENTIFIER) for t in parts]
-        while len(names) < 3:
-            names.insert(0, "")
+        first, name = found
         close = matching_paren(tokens, i + 2)
-        calls.append(CallSite(parts[0].start, i + 2, ObjectName(names[2], names[1], names[0]),
+        calls.append(CallSite(tokens[first].start, i + 2, name,
                               method_token.text, _count_arguments(tokens, i + 2, close)))
     return calls
 

@@ -19,7 +19,7 @@ from sqlglot.tokens import Token, TokenType
 
 from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import ProgrammingError
-from duckserve.sql.rewrite import Edit, matching_paren
+from duckserve.sql.rewrite import Edit, is_name_token, matching_paren, name_before
 from duckserve.sql.splitter import Statement
 
 FUNCTIONS = ("SPCS_GET_METRICS", "SPCS_GET_LOGS", "SPCS_GET_EVENTS")
@@ -70,11 +70,6 @@ def _word(token: Token) -> str:
     return token.text.upper() if token.token_type != TokenType.STRING else ""
 
 
-def _is_name(token: Token) -> bool:
-    return token.token_type in _NAMES or (token.text.replace("_", "").isalnum()
-                                          and token.token_type not in (TokenType.STRING, TokenType.NUMBER))
-
-
 def find_table_functions(tokens: list[Token]) -> list[TableFunction]:
     """Every ``[TABLE(] [db.][schema.]svc!SPCS_GET_...( ... ) [)]``."""
     found = []
@@ -83,21 +78,16 @@ def find_table_functions(tokens: list[Token]) -> list[TableFunction]:
             continue
         if _word(tokens[i + 1]) not in FUNCTIONS or tokens[i + 2].token_type != TokenType.L_PAREN:
             continue
-        parts, j = [tokens[i - 1]], i - 1
-        while j >= 2 and tokens[j - 1].token_type == TokenType.DOT and _is_name(tokens[j - 2]):
-            parts.insert(0, tokens[j - 2])
-            j -= 2
-        if not _is_name(parts[-1]) or len(parts) > 3:
+        named = name_before(tokens, i)
+        if named is None:
             continue
-        names = [normalize(t.text, t.token_type == TokenType.IDENTIFIER) for t in parts]
-        while len(names) < 3:
-            names.insert(0, "")
+        j, name = named
         close = matching_paren(tokens, i + 2)
         start, end = j, close
         if j >= 2 and _word(tokens[j - 2]) == "TABLE" and tokens[j - 1].token_type == TokenType.L_PAREN \
                 and close + 1 < len(tokens) and tokens[close + 1].token_type == TokenType.R_PAREN:
             start, end = j - 2, close + 1
-        found.append(TableFunction(start, end, ObjectName(names[2], names[1], names[0]), _word(tokens[i + 1]),
+        found.append(TableFunction(start, end, name, _word(tokens[i + 1]),
                                    i + 2, close))
     return found
 
@@ -114,7 +104,7 @@ def _event_table_at(tokens: list[Token], i: int) -> int | None:
     if i > 0 and tokens[i - 1].token_type == TokenType.DOT:
         return None
     words = tuple(normalize(tokens[k].text, tokens[k].token_type == TokenType.IDENTIFIER)
-                  if _is_name(tokens[k]) else "" for k in (i, i + 2, i + 4))
+                  if is_name_token(tokens[k]) else "" for k in (i, i + 2, i + 4))
     return i + 4 if words in EVENT_TABLES else None
 
 
@@ -188,9 +178,9 @@ def snowflake_forms(tokens: list[Token], script: str, skip: list[tuple[int, int]
             i += 3
             continue
         if token.token_type in _NAMES and following is not None and following.token_type == TokenType.COLON \
-                and i + 2 < len(tokens) and _is_name(tokens[i + 2]):
+                and i + 2 < len(tokens) and is_name_token(tokens[i + 2]):
             keys, j = [tokens[i + 2].text], i + 2
-            while j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DOT and _is_name(tokens[j + 2]):
+            while j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DOT and is_name_token(tokens[j + 2]):
                 keys.append(tokens[j + 2].text)
                 j += 2
             path = "$" + "".join('."' + key.replace('"', '\\"') + '"' for key in keys)
