@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 import duckserve
+from tests import needs
 
-dbt_runner = pytest.importorskip("dbt.cli.main", reason="dbt is not installed: pip install -e './dbt-duckserve'")
-pytest.importorskip("dbt.adapters.duckserve", reason="the adapter is not installed: pip install -e ./dbt-duckserve")
+dbt_runner = needs.module("dbt.cli.main", "pip install -e './dbt-duckserve' (make install does)")
+needs.module("dbt.adapters.duckserve", "pip install -e ./dbt-duckserve (make install does)")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "jaffle_shop"
 

@@ -29,6 +29,7 @@ import duckserve
 from duckserve import errors
 from duckserve.model import CustomModel, ModelContext, inference_api
 from duckserve.registry import Registry
+from tests import needs
 from tests.conftest import rows
 from tests.docker_support import require_docker
 
@@ -269,7 +270,7 @@ def test_a_container_reaches_nothing_but_its_endpoint(world: dict[str, Any]) -> 
         engine.remove(container)
         listener.close()
     if os.geteuid() != 0:
-        pytest.skip("the firewall rules need root")
+        needs.unavailable("the firewall rules need root: run the tests as root")
     assert "BLOCKED" in output, output
 
 

@@ -20,6 +20,7 @@ from duckserve.engine.environments import (
     server_source_digest,
 )
 from duckserve.errors import BuildError, ObjectNotFound
+from tests import needs
 
 pytestmark = pytest.mark.xdist_group("builds")
 
@@ -278,7 +279,7 @@ def test_other_python_version(builder: EnvironmentBuilder, tmp_path: Path, pypi:
     try:
         find_interpreter(other)
     except BuildError:
-        pytest.skip(f"no Python {other} on this machine")
+        needs.unavailable(f"no Python {other} on this machine: install it (pyenv install {other})")
     env = builder.build(small("six", python=other), tmp_path / "log")
     assert run_in(env.python, "import sys, six, duckserve; print('%d.%d' % sys.version_info[:2])") == other
 

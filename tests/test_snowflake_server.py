@@ -19,6 +19,7 @@ import pytest
 
 import duckserve
 from duckserve.registry import Registry
+from tests import needs
 from tests.pandas_frames import round_trip
 from tests.servers import Server, start_server
 
@@ -27,8 +28,8 @@ from tests.servers import Server, start_server
 os.environ["SNOWFLAKE_DISABLE_PLATFORM_DETECTION"] = "true"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
-snowflake_connector = pytest.importorskip("snowflake.connector")
-sa = pytest.importorskip("sqlalchemy")
+snowflake_connector = needs.module("snowflake.connector", "pip install -e '.[dev]' (make install does)")
+sa = needs.module("sqlalchemy", "pip install -e '.[dev]' (make install does)")
 
 pytestmark = [pytest.mark.xdist_group("snowflake"),
               pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
