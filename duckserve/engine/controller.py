@@ -19,8 +19,8 @@ not suspended and, under the service's lock (``services.locks``), as any session
   (1, 2, 4, ... up to 60 s). Instances that ended cleanly (the idle auto-suspend) are left stopped.
 - scales services whose MIN_INSTANCES < MAX_INSTANCES (or MIN_INSTANCES = 0) on the load their
   instances' ``GET /metrics`` report (``services.autoscale``);
-- every ``DUCKSERVE_METRICS_INTERVAL`` seconds (default 10; 0: never) records every instance's metrics
-  in the event table (``services.monitoring``), the history SPCS_GET_METRICS reads.
+- every ``DUCKSERVE_METRICS_INTERVAL`` seconds (default 0: not) records every instance's metrics in
+  the event table (``services.monitoring``), the history SPCS_GET_METRICS reads.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def unready_secs() -> float:
 
 
 def metrics_interval() -> float:
-    """Seconds between the controller's metric samples; 0: none (SPCS_GET_METRICS still samples a
-    service when it is read)."""
-    return float(os.environ.get("DUCKSERVE_METRICS_INTERVAL", "10"))
+    """Seconds between the controller's metric samples; 0 (the default for now): none, SPCS_GET_METRICS
+    samples a service when it is read."""
+    return float(os.environ.get("DUCKSERVE_METRICS_INTERVAL", "0"))
 
 
 def controller_dir(home: Path) -> Path:
