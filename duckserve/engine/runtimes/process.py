@@ -88,6 +88,7 @@ class ProcessRuntime(Runtime):
 
     def __init__(self, ready_timeout: float = 2.0) -> None:
         self._exit_codes: dict[int, int] = {}
+        self._reapers: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._probe_timeout = ready_timeout
 
@@ -145,7 +146,10 @@ class ProcessRuntime(Runtime):
                   "proc_start": stat[2] if stat else None, "exchange_dir": exchange},
         )
         # reap the child when it exits so it never lingers as a zombie, and keep its exit code
-        threading.Thread(target=self._reap, args=(proc,), name=f"reap-{spec.name}", daemon=True).start()
+        reaper = threading.Thread(target=self._reap, args=(proc,), name=f"reap-{spec.name}", daemon=True)
+        with self._lock:
+            self._reapers[proc.pid] = reaper
+        reaper.start()
         return handle
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
@@ -223,8 +227,15 @@ class ProcessRuntime(Runtime):
         )
 
     def _exit_code(self, handle: InstanceHandle) -> int | None:
+        """The exit code of a process this runtime started (None for another process's): a dead child
+        is a zombie until its reaper has stored the code, so that thread is waited for briefly."""
+        pid = self._own(handle)[0]
         with self._lock:
-            return self._exit_codes.get(self._own(handle)[0])
+            reaper = self._reapers.get(pid)
+        if reaper is not None:
+            reaper.join(timeout=2.0)
+        with self._lock:
+            return self._exit_codes.get(pid)
 
     def wait_ready(self, handle: InstanceHandle, timeout: float = 60.0) -> InstanceHandle:
         deadline = time.monotonic() + timeout
