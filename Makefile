@@ -27,8 +27,8 @@ test: $(STAMP) browser
 # the web console's browser tests drive Debian's chromium: installed here when missing (as root,
 # as on CI); elsewhere they skip and say how to enable them
 browser:
-	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null; } || \
 		echo "chromium could not be installed: the console's browser tests will skip (fail on CI)"
 
 # rebuild the web console's front end into duckserve/fronts/console/static (needs Node.js and npm;

@@ -100,10 +100,12 @@ def engine_up() -> int:
     if missing and root and shutil.which("apt-get"):
         print(f"docker_host: installing {' '.join(missing)} (apt-get)", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+        # another apt-get (a parallel setup, unattended upgrades) may hold dpkg's lock: wait for it
+        wait = ["-o", "DPkg::Lock::Timeout=600"]
+        install = ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *missing]
         # the package lists are read again only when they are old or the install fails without it
         if not lists_are_fresh() or subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+            subprocess.run(["apt-get", *wait, "update", "-qq"], check=False, env=env)
             subprocess.run(install, check=True, env=env, stdout=subprocess.DEVNULL)
     elif missing:
         print(f"docker_host: {', '.join(missing)} missing and not root: the container tests will skip", flush=True)
