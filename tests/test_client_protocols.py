@@ -5,6 +5,7 @@ function contract (its headers, a retried batch id, 202 and polling)."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -56,6 +57,8 @@ class World:
     mlflow: Server
     slow_ingress: Server
     slow_instance: Server
+    account: Account
+    base: Path
 
     @property
     def auth(self) -> dict[str, str]:
@@ -122,9 +125,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                                service=f"{DATABASE}.{SCHEMA}.SLOW_SVC")
         servers.append(slow_instance)
         for name, server in ((SERVICE, instance), ("SLOW_SVC", slow_instance)):
-            account.catalog.insert(CatalogObject(A.SERVICE, name, owner=A.ACCOUNTADMIN, database=DATABASE,
-                                                 schema=SCHEMA, props={"status": "RUNNING", "instances": [
-                                                     {"instance_id": 0, "handle": {"port": server.port}}]}))
+            add_service(account, name, server)
         ingress = start_ingress(base / "home", KEY, base / "run")
         servers.append(ingress)
         slow_ingress = start_ingress(base / "home", f"{DATABASE}.{SCHEMA}.SLOW_SVC", base / "run", "slow_ingress",
@@ -132,10 +133,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         servers.append(slow_ingress)
         mlflow_server = start_mlflow_server(base / "mlflow_model", base)
         servers.append(mlflow_server)
-        yield World(features, model, secret, ingress, instance, mlflow_server, slow_ingress, slow_instance)
+        yield World(features, model, secret, ingress, instance, mlflow_server, slow_ingress, slow_instance, account, base)
     finally:
         for server in servers:
             server.stop()
+
+
+def add_service(account: Account, name: str, server: Server) -> None:
+    """A RUNNING service record whose one instance is ``server``."""
+    account.catalog.insert(CatalogObject(A.SERVICE, name, owner=A.ACCOUNTADMIN, database=DATABASE, schema=SCHEMA,
+                                         props={"status": "RUNNING", "instances": [
+                                             {"instance_id": 0, "handle": {"port": server.port}}]}))
 
 
 def post(url: str, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json",
@@ -207,6 +215,167 @@ def test_mlflow_other_method_and_content_types(world: World) -> None:
     assert unsupported.status_code == 415 and unsupported.json()["error_code"] == "BAD_REQUEST"
     wrong_endpoint = post(world.ingress.url + "/serving-endpoints/other/invocations", body, world.auth)
     assert wrong_endpoint.status_code == 404 and "CLIENTS_SVC" in wrong_endpoint.json()["error"]
+
+
+# -- MLflow's params, model errors, NaN and content types, against MLflow on a model with params ------
+
+#: an MLflow model from code (no pickle): y = x * scale + n and a tag, with a params schema; it
+#: raises below -100 and answers NaN, Infinity and -Infinity for 999, 998 and 997
+SCALER_CODE = """
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+
+
+def scaled(x, scale, n, label):
+    if (x < -100).any():
+        raise ValueError(f"x below -100: {x.min()}")
+    y = x * scale + n
+    y[x == 999], y[x == 998], y[x == 997] = np.nan, np.inf, -np.inf
+    return pd.DataFrame({"y": y, "tag": [label] * len(x)})
+
+
+class Scaler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        return scaled(model_input["x"].to_numpy(dtype=float), params.get("scale", 1.0), params.get("n", 0),
+                      params.get("label", "a"))
+
+
+set_model(Scaler())
+"""
+SCALER_PARAMS = {"scale": 1.0, "label": "a", "n": 0, "flag": False}
+
+
+class ScalerModel(CustomModel):
+    """The same model as a duckserve custom model: its keyword-only parameters are its params."""
+
+    @inference_api
+    def predict(self, df: pd.DataFrame, *, scale: float = 1.0, label: str = "a", n: int = 0,
+                flag: bool = False) -> pd.DataFrame:
+        x = df["x"].to_numpy(dtype=float)
+        if (x < -100).any():
+            raise ValueError(f"x below -100: {x.min()}")
+        y = x * scale + n
+        y[x == 999], y[x == 998], y[x == 997] = np.nan, np.inf, -np.inf
+        return pd.DataFrame({"y": y, "tag": [label] * len(x)})
+
+
+@dataclass
+class Scorers:
+    mlflow: Server  # MLflow's scoring server on the MLflow model
+    ingress: Server  # our ingress before our instance of the same MLflow model
+    custom: Server  # our instance of the custom model
+
+
+@pytest.fixture(scope="module")
+def scorers(world: World) -> Iterator[Scorers]:
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    base = world.base / "scorers"
+    base.mkdir()
+    (base / "scaler.py").write_text(SCALER_CODE)
+    signature = infer_signature(pd.DataFrame({"x": [1.0, 2.0]}), pd.DataFrame({"y": [1.0, 2.0], "tag": ["a", "a"]}),
+                                params=SCALER_PARAMS)
+    mlflow.pyfunc.save_model(str(base / "mlflow_scaler"), python_model=str(base / "scaler.py"), signature=signature)
+    save_package(str(base / "mlflow_scaler"), base / "package", name="SCALER", version="V1")
+    save_package(ScalerModel(), base / "custom", name="CUSTOM_SCALER", version="V1",
+                 sample_input=pd.DataFrame({"x": [1.0, 2.0]}))
+    servers: list[Server] = []
+    try:
+        instance = start_inference_server(base / "package", base / "run", "scaler", service=f"{DATABASE}.{SCHEMA}.SCALER")
+        servers.append(instance)
+        add_service(world.account, "SCALER", instance)
+        servers.append(start_ingress(world.base / "home", f"{DATABASE}.{SCHEMA}.SCALER", base / "run", "scaler_ingress"))
+        servers.append(start_inference_server(base / "custom", base / "run", "custom_scaler"))
+        servers.append(start_mlflow_server(base / "mlflow_scaler", base))
+        yield Scorers(mlflow=servers[3], ingress=servers[1], custom=servers[2])
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def scaler_split(xs: list[float], **extra: Any) -> dict[str, Any]:
+    return {"dataframe_split": {"columns": ["x"], "data": [[x] for x in xs]}, **extra}
+
+
+SCALER_CASES: dict[str, Any] = {
+    "no params: the defaults": scaler_split([1.0, 2.0]),
+    "params": scaler_split([1.0, 2.0], params={"scale": 3.0, "label": "b", "n": 2, "flag": True}),
+    "an integer for a double param": scaler_split([1.0], params={"scale": 3}),
+    "unknown params are ignored": scaler_split([1.0], params={"zzz": 1, "scale": 2.0}),
+    "params null": scaler_split([1.0], params=None),
+    "params not an object": scaler_split([1.0], params=[1, 2]),
+    "a string for a double param": scaler_split([1.0], params={"scale": "x"}),
+    "a fraction for a long param": scaler_split([1.0], params={"n": 1.5}),
+    "the model raises": scaler_split([1.0, -500.0]),
+    "NaN and infinities": scaler_split([999.0, 998.0, 997.0, 1.0]),
+    "NaN in the request": {"inputs": {"x": [float("nan"), 1.0]}},
+    "records with params": {"dataframe_records": [{"x": 4.0}], "params": {"label": "r"}},
+    "a missing input": {"dataframe_split": {"columns": ["q"], "data": [[1.0]]}},
+}
+
+
+PARAMS_REFUSED = ("Invalid parameters found", "Parameters must be a dictionary")
+
+
+def _same_error(got: httpx.Response, expected: httpx.Response, *, mlflow_model: bool) -> None:
+    """The same status and MLflow error fields; the same message where MLflow's own checks refused
+    (ours runs them for an MLflow model) and where the model raised."""
+    assert got.status_code == expected.status_code, (got.text, expected.text)
+    mine, theirs = got.json(), expected.json()
+    for key in ("error_code", "error_class", "sqlstate"):
+        assert mine.get(key) == theirs.get(key), (key, mine, theirs)
+    assert ("stack_trace" in mine) == ("stack_trace" in theirs)
+    if "stack_trace" in theirs:  # the model's own exception ends both tracebacks
+        assert mine["stack_trace"].strip().splitlines()[-1] == theirs["stack_trace"].strip().splitlines()[-1]
+        assert mine["message"] == theirs["message"]
+    if any(words in theirs["message"] for words in PARAMS_REFUSED):
+        if mlflow_model:
+            assert mine["message"] == theirs["message"]
+        else:
+            assert any(mine["message"].startswith(words) for words in PARAMS_REFUSED), mine
+
+
+@pytest.mark.parametrize("case", list(SCALER_CASES))
+def test_mlflow_params_errors_and_nan_answer_as_mlflow(scorers: Scorers, world: World, case: str) -> None:
+    """Our instance of an MLflow model with a params schema (through the ingress), and a custom model
+    with the same keyword-only parameters, answer each request as MLflow's own server does."""
+    body = SCALER_CASES[case]
+    expected = post(scorers.mlflow.url + "/invocations", body)
+    for url, mlflow_model in ((scorers.ingress.url + "/invocations", True),
+                              (scorers.custom.url + "/invocations", False)):
+        got = post(url, body, world.auth)
+        if expected.status_code == 200:
+            assert got.status_code == 200, (url, got.text)
+            assert got.json() == expected.json() or json.dumps(got.json()) == json.dumps(expected.json()), url
+        else:
+            _same_error(got, expected, mlflow_model=mlflow_model)
+    if case == "NaN and infinities":
+        assert b"NaN" in expected.content and b"-Infinity" in expected.content
+    if case == "params":
+        assert expected.json()["predictions"][0] == {"y": 5.0, "tag": "b"}
+
+
+def test_mlflow_parquet_and_content_types_as_mlflow(scorers: Scorers, world: World) -> None:
+    buffer = io.BytesIO()
+    pd.DataFrame({"x": [1.0, 2.0, 999.0]}).to_parquet(buffer)
+    for content_type, raw in (("application/vnd.apache.parquet", buffer.getvalue()),
+                              ("application/vnd.apache.parquet", b"not parquet"),
+                              ("text/plain", b"x"), ("application/json; charset=latin-1", b"{}"),
+                              ("application/json; foo=bar", json.dumps(scaler_split([1.0])).encode())):
+        expected = post(scorers.mlflow.url + "/invocations", None, content_type=content_type, raw=raw)
+        got = post(scorers.ingress.url + "/invocations", None, world.auth, content_type=content_type, raw=raw)
+        assert got.status_code == expected.status_code, (content_type, got.text, expected.text)
+        if expected.status_code == 200:
+            assert json.dumps(got.json()) == json.dumps(expected.json())
+        elif expected.status_code == 415:  # MLflow's text; ours the same words in MLflow's JSON error body
+            assert got.json()["error_code"] == "BAD_REQUEST"
+            assert expected.text.startswith(got.json()["message"].split(". ")[0]), (got.text, expected.text)
+        else:
+            assert got.json()["message"] == expected.json()["message"]
 
 
 # -- the Open Inference Protocol, with Triton's client --------------------------------------------

@@ -86,14 +86,15 @@ def _worker(request: Request) -> ModelWorker:
 
 
 async def infer(worker: ModelWorker, method: MethodSpec, inputs: Inputs, encode: Callable[[Any], bytes],
-                started: float) -> bytes:
-    """Run ``method`` on ``inputs`` and encode its outputs with ``encode``, on the model thread
-    (or inline for a small request when the model is idle)."""
+                started: float, params: Any = None) -> bytes:
+    """Run ``method`` on ``inputs`` (with a request's inference ``params``, if any) and encode its
+    outputs with ``encode``, on the model thread (or inline for a small request when the model is
+    idle). An exception of the model's becomes `ModelError` with it as its cause."""
     rows = len(inputs)
 
     def job(model: LoadedModel) -> bytes:
         try:
-            out = model.call_inputs(method.name, inputs)
+            out = model.call_inputs(method.name, inputs, params)
         except ServerError:
             raise
         except Exception as exc:
@@ -184,12 +185,13 @@ async def invocations(request: Request) -> Response:
         method = worker.method(wanted) if wanted else v2.default_method(worker.manifest)
         request.state.method = method.name
         body = await request.body()
-        inputs, _params = scoring.decode_invocation(body, request.headers.get("content-type"), method)
+        inputs, params = scoring.decode_invocation(body, request.headers.get("content-type"), method)
         request.state.rows = len(inputs)
-        content = await infer(worker, method, inputs, lambda out: scoring.encode_predictions(out, method), started)
+        content = await infer(worker, method, inputs, lambda out: scoring.encode_predictions(out, method), started,
+                              params)
     except ServerError as exc:
-        return Response(scoring.error_body(exc), status_code=exc.status_code, media_type=JSON_CONTENT_TYPE,
-                        headers=exc.headers or None)
+        status, answer = scoring.error_answer(exc)
+        return Response(answer, status_code=status, media_type=JSON_CONTENT_TYPE, headers=exc.headers or None)
     return Response(content, media_type=JSON_CONTENT_TYPE)
 
 

@@ -442,9 +442,9 @@ def empty_series(feature: FeatureSpec) -> pd.Series:
 # outputs: JSON values and Arrow arrays
 
 
-def _vector_json(value: Any) -> Any:
+def _vector_json(value: Any, non_finite: bool = False) -> Any:
     array = np.asarray(value)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not non_finite and not np.isfinite(array).all():
         return _clean_nonfinite(array.tolist())
     return array.tolist()
 
@@ -457,15 +457,17 @@ def _clean_nonfinite(value: Any) -> Any:
     return value
 
 
-def to_json_values(series: pd.Series | np.ndarray, feature: FeatureSpec, *, role: str = "output") -> list[Any]:
-    """A column as JSON-ready Python values: missing values (and NaN, ±inf) become None."""
+def to_json_values(series: pd.Series | np.ndarray, feature: FeatureSpec, *, role: str = "output",
+                   non_finite: bool = False) -> list[Any]:
+    """A column as JSON-ready Python values: missing values (and NaN, ±inf) become None; with
+    ``non_finite``, a floating column's NaN and ±inf stay floats (MLflow's answers keep them)."""
     if isinstance(series, np.ndarray) and series.ndim == 1 and not feature.shape:
-        fast = _plain_json_values(series, feature)
+        fast = _plain_json_values(series, feature, non_finite)
         if fast is not None:
             return fast
     column = coerce_series(series, feature, role=role)
     if feature.shape:
-        return [None if v is None else _vector_json(v) for v in column.tolist()]
+        return [None if v is None else _vector_json(v, non_finite) for v in column.tolist()]
     missing = column.isna().to_numpy()
     if feature.dtype == "TIMESTAMP_NTZ":
         values: list[Any] = column.dt.strftime("%Y-%m-%d %H:%M:%S.%f").tolist()
@@ -476,18 +478,22 @@ def to_json_values(series: pd.Series | np.ndarray, feature: FeatureSpec, *, role
     if feature.dtype in FLOAT_TYPES:
         floats = column.to_numpy(dtype=np.float64, na_value=np.nan)
         missing = ~np.isfinite(floats)
+        if non_finite:
+            for row in np.flatnonzero(missing):
+                values[row] = float(floats[row])
+            return values
     for row in np.flatnonzero(missing):
         values[row] = None
     return values
 
 
-def _plain_json_values(array: np.ndarray, feature: FeatureSpec) -> list[Any] | None:
+def _plain_json_values(array: np.ndarray, feature: FeatureSpec, non_finite: bool = False) -> list[Any] | None:
     """The hot path of `to_json_values`: a numeric or boolean array that already fits the feature."""
     kind = array.dtype.kind
     if feature.dtype in FLOAT_TYPES and kind in "fiu":
         floats = array.astype(FLOAT_TYPES[feature.dtype], copy=False)
         values: list[Any] = floats.tolist()
-        if kind == "f":
+        if kind == "f" and not non_finite:
             for row in np.flatnonzero(~np.isfinite(floats)):
                 values[row] = None
         return values

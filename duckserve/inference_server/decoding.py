@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from duckserve.inference_server.errors import ProtocolError
+from duckserve.inference_server.errors import MissingInput, ProtocolError
 from duckserve.inference_server.manifest import FeatureSpec, MethodSpec
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def frame_from_columns(columns: Mapping[str, Sequence[Any]], method: MethodSpec,
         name = feature.name if feature.name in columns else folded.get(feature.name.lower())
         if name is None:
             given = ", ".join(map(str, columns)) or "none"
-            raise ProtocolError(f"{where} has no input {feature.name}; method {method.name} takes "
+            raise MissingInput(f"{where} has no input {feature.name}; method {method.name} takes "
                                 f"{input_names(method)} (got {given})")
         values = columns[name]
         if not isinstance(values, (list, tuple)):

@@ -22,6 +22,15 @@ class ProtocolError(ServerError, ValueError):
     status_code = 400
 
 
+class MissingInput(ProtocolError):
+    """A request names its inputs and one of the method's is not among them."""
+
+
+class InvalidParameters(ProtocolError):
+    """A request's inference parameters (MLflow's ``params``) do not fit the method's: not an object,
+    or a value of the wrong type."""
+
+
 class UnknownMethod(ServerError, LookupError):
     """The URL names a method the model does not have."""
 
@@ -39,6 +48,17 @@ class ModelError(ServerError):
     """The model raised, or returned something that does not fit the method's signature."""
 
     status_code = 500
+
+
+class ModelRefused(ServerError):
+    """The model's own framework refused the call with an error of its protocol (an MLflow model's
+    ``MlflowException``: its schema or parameter checks): answered with that error's status and
+    ``fields`` (MLflow's ``error_code``, ``message``, ...) instead of a 500."""
+
+    def __init__(self, status_code: int, fields: dict[str, object]) -> None:
+        super().__init__(str(fields.get("message", "")))
+        self.status_code = status_code
+        self.fields = fields
 
 
 class ModelNotReady(ServerError):

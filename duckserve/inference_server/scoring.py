@@ -8,13 +8,21 @@ Request bodies (content type ``application/json``), exactly one of::
     {"instances": [{"col": value, ...}, ...]}  or  [[v1, v2, ...], ...]  or  [v, ...] (one input)
     {"inputs": {"col": [values...], ...}}  or  {"col": value, ...} (one row)  or rows as for instances
 
-plus an optional ``"params": {...}`` object (accepted; handlers that take no parameters ignore it,
-as MLflow does), or CSV (``text/csv``, a header row of input names). The answer is
+plus an optional ``"params"`` (passed to the model: an MLflow model checks them against its
+signature's parameters, a custom model against its method's keyword-only parameters; other models
+ignore them with a warning, as MLflow does for a model without parameters), or CSV (``text/csv``,
+a header row of input names), or Parquet (``application/vnd.apache.parquet``). The answer is
 ``{"predictions": [...]}``: one value per row for a method with one output, a list per row for
 several positional outputs (``output_feature_0``, ``output_feature_1``, ... as a 2-D array gives
-them), an object per row for several named outputs (as a DataFrame gives them). Errors answer
-MLflow's body ``{"error_code": "BAD_REQUEST", "message": "..."}`` with status 400 (415 for a content
-type it does not read).
+them), an object per row for several named outputs (as a DataFrame gives them); NaN and infinities
+are written ``NaN``, ``Infinity``, ``-Infinity`` as MLflow's encoder writes them.
+
+Errors answer MLflow's body ``{"error_code": "BAD_REQUEST", "message": "...", "sqlstate": ...,
+"error_class": ...}``: 400 for a request that does not decode or fit the signature, and for an
+exception raised by the model (MLflow's message, with ``stack_trace``); an MLflow model's own
+refusals (its schema and parameter checks) with MLflow's status and body; 415 for a content type or
+charset MLflow does not read. Two deliberate differences: a request without a content type is read
+as JSON (MLflow answers 500), and media types are matched case-insensitively (RFC 9110).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import csv
 import io
 import json
 import re
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from duckserve.inference_server.decoding import (
@@ -32,10 +41,16 @@ from duckserve.inference_server.decoding import (
     frame_from_records,
     frame_from_rows,
     input_names,
-    loads,
     split_matrix,
 )
-from duckserve.inference_server.errors import ProtocolError, ServerError
+from duckserve.inference_server.errors import (
+    InvalidParameters,
+    MissingInput,
+    ModelError,
+    ModelRefused,
+    ProtocolError,
+    ServerError,
+)
 from duckserve.inference_server.manifest import MethodSpec
 
 if TYPE_CHECKING:
@@ -44,46 +59,100 @@ if TYPE_CHECKING:
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_CONTENT_TYPE = "text/csv"
 JSON_CONTENT_TYPE = "application/json"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+CONTENT_TYPES = [CSV_CONTENT_TYPE, JSON_CONTENT_TYPE, PARQUET_CONTENT_TYPE]  # in MLflow's order, for its message
 REQUIRED_INPUT_FORMAT = ("The input must be a JSON dictionary with exactly one of the input fields "
                          "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}")
+MODEL_RAISED = ("Encountered an unexpected error while evaluating the model. Verify that the serialized input "
+                "Dataframe is compatible with the model for inference.")
 _POSITIONAL = re.compile(r"output_feature_\d+")
+#: MLflow's error_code for our statuses (its HTTP_STATUS_TO_ERROR_CODE)
+ERROR_CODES = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 415: "BAD_REQUEST", 429: "RESOURCE_EXHAUSTED",
+               503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+#: the sqlstate and error_class MLflow 3 derives from an error_code (absent for the others)
+ERROR_CLASSES = {"BAD_REQUEST": ("KAM00", "INVALID_PARAMETER_VALUE"),
+                 "INVALID_PARAMETER_VALUE": ("KAM00", "INVALID_PARAMETER_VALUE"),
+                 "ENDPOINT_NOT_FOUND": ("KAM00", "RESOURCE_NOT_FOUND"),
+                 "TEMPORARILY_UNAVAILABLE": ("XXM00", "CLIENT_INTERNAL_ERROR"),
+                 "INTERNAL_ERROR": ("XXM00", "CLIENT_INTERNAL_ERROR")}
+#: MLflow's error_class for an input that does not fit the signature's columns
+SCHEMA_ENFORCEMENT_FAILED = "SCHEMA_ENFORCEMENT_FAILED"
 
 
 class UnsupportedMediaType(ProtocolError):
-    """The request's content type is neither JSON nor CSV (or not UTF-8)."""
+    """The request's content type is not JSON, CSV or Parquet, is not UTF-8, or has parameters
+    other than charset (MLflow's 415s)."""
 
     status_code = 415
 
 
 def error_code(exc: ServerError) -> str:
     """MLflow's error_code for one of our errors."""
-    return {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 415: "BAD_REQUEST", 429: "RESOURCE_EXHAUSTED",
-            503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}.get(exc.status_code, "INTERNAL_ERROR")
+    if isinstance(exc, (InvalidParameters, MissingInput)):
+        return "INVALID_PARAMETER_VALUE"
+    return ERROR_CODES.get(exc.status_code, "INTERNAL_ERROR")
 
 
-def error_body(exc: ServerError) -> bytes:
-    return json.dumps({"error_code": error_code(exc), "message": str(exc)}).encode()
+def mlflow_error(code: str, message: str, error_class: str | None = None, **extra: Any) -> dict[str, Any]:
+    """MLflow's error body: ``error_code``, ``message``, and the ``sqlstate`` and ``error_class``
+    MLflow derives from the code (or from ``error_class``)."""
+    fields: dict[str, Any] = {"error_code": code, "message": message}
+    if error_class == SCHEMA_ENFORCEMENT_FAILED:
+        fields["sqlstate"], fields["error_class"] = "KAM01", error_class
+    elif code in ERROR_CLASSES:
+        fields["sqlstate"], fields["error_class"] = ERROR_CLASSES[code]
+    return {**fields, **extra}
+
+
+def error_answer(exc: ServerError) -> tuple[int, bytes]:
+    """The status and body MLflow's scoring server answers for the same failure: the model's own
+    exception is the client's 400 there (its input did not suit the model), with the traceback."""
+    if isinstance(exc, ModelRefused):
+        return exc.status_code, json.dumps(exc.fields).encode()
+    cause = exc.__cause__
+    if isinstance(exc, ModelError) and cause is not None:
+        trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+        return 400, json.dumps(mlflow_error("BAD_REQUEST", MODEL_RAISED, stack_trace=trace)).encode()
+    error_class = SCHEMA_ENFORCEMENT_FAILED if isinstance(exc, MissingInput) else None
+    return exc.status_code, json.dumps(mlflow_error(error_code(exc), str(exc), error_class)).encode()
 
 
 def _media_type(content_type: str | None) -> str:
+    """The request's media type, refused as MLflow refuses it: a charset other than UTF-8,
+    parameters other than charset, a type other than CSV, JSON and Parquet."""
     if not content_type:
         return JSON_CONTENT_TYPE
     parts = [p.strip() for p in content_type.split(";")]
     mime = parts[0].lower()
+    unknown = []
     for parameter in parts[1:]:
         key, _, value = parameter.partition("=")
-        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+        if key.strip().lower() != "charset":
+            unknown.append(key.strip()[:40])
+        elif value.strip().strip('"').lower() != "utf-8":
             raise UnsupportedMediaType("The scoring server only supports UTF-8")
-    if mime not in (JSON_CONTENT_TYPE, CSV_CONTENT_TYPE):
-        raise UnsupportedMediaType(f"This predictor only supports the following content types: "
-                                   f"{JSON_CONTENT_TYPE}, {CSV_CONTENT_TYPE}. Got '{content_type[:100]}'.")
+    if unknown:
+        raise UnsupportedMediaType(f"Unrecognized content type parameters: {', '.join(unknown)}. The scoring "
+                                   "protocol takes only a charset (utf-8)")
+    if mime not in CONTENT_TYPES:
+        raise UnsupportedMediaType(f"This predictor only supports the following content types: Types: "
+                                   f"{CONTENT_TYPES}. Got '{content_type[:100]}'.")
     return mime
 
 
+def loads(body: bytes) -> Any:
+    """JSON as MLflow's server reads it (Python's json: NaN and Infinity are numbers)."""
+    return json.loads(body)
+
+
 def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec) -> tuple[Inputs, Any]:
-    """The request as the method's inputs and the request's ``params`` (None without them)."""
-    if _media_type(content_type) == CSV_CONTENT_TYPE:
+    """The request as the method's inputs and the request's ``params`` as sent (None without them:
+    the model's handler checks them)."""
+    media_type = _media_type(content_type)
+    if media_type == CSV_CONTENT_TYPE:
         return _decode_csv(body, method), None
+    if media_type == PARQUET_CONTENT_TYPE:
+        return _decode_parquet(body, method), None
     if all_float(method):
         split = split_matrix(body, b"data", len(method.inputs))
         if split is not None:
@@ -102,9 +171,6 @@ def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec)
         raise ProtocolError(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: "
                             f"{list(payload)[:20]}.")
     params = payload.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise ProtocolError(f"'params' must be a JSON object of parameter names and values, got "
-                            f"{type(params).__name__}")
     key = present[0]
     value = payload[key]
     if key == "dataframe_split":
@@ -130,8 +196,6 @@ def _split_of_block(split: tuple[bytes, Any], method: MethodSpec) -> tuple[Input
             or [k for k in FORMATS if k in payload] != ["dataframe_split"]):
         return None
     params = payload.get("params")
-    if params is not None and not isinstance(params, dict):
-        return None
     columns = value.get("columns")
     if columns is None:
         return Inputs(method, block=block), params
@@ -213,6 +277,20 @@ def _decode_csv(body: bytes, method: MethodSpec) -> Inputs:
     return frame_from_columns(columns, method, "CSV")
 
 
+def _decode_parquet(body: bytes, method: MethodSpec) -> Inputs:
+    from duckserve.inference_server.handlers.base import conform_inputs
+
+    try:
+        import pandas as pd
+
+        frame = pd.read_parquet(io.BytesIO(body))
+    except Exception as exc:  # pyarrow's errors for a body that is not Parquet, or no Parquet reader
+        raise ProtocolError(f"Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid Parquet "
+                            f"Pandas DataFrame produced using the `pandas.DataFrame.to_parquet()` method. "
+                            f"Error: '{str(exc)[:500]}'") from None
+    return Inputs(method, conform_inputs(frame, method))
+
+
 def _csv_value(text: str, dtype: str) -> Any:
     """A CSV field as pandas' read_csv would read it for a column of that type (empty: missing)."""
     if text == "":
@@ -235,7 +313,7 @@ def encode_predictions(out: Outputs, method: MethodSpec) -> bytes:
     """``{"predictions": [...]}`` for the method's outputs."""
     from duckserve.inference_server.datatypes import to_json_values
 
-    columns = [to_json_values(out[f.name], f) for f in method.outputs]
+    columns = [to_json_values(out[f.name], f, non_finite=True) for f in method.outputs]
     if len(columns) == 1:
         predictions: list[Any] = columns[0]
     elif all(_POSITIONAL.fullmatch(f.name) for f in method.outputs):
@@ -243,4 +321,4 @@ def encode_predictions(out: Outputs, method: MethodSpec) -> bytes:
     else:
         names = [f.name for f in method.outputs]
         predictions = [dict(zip(names, row)) for row in zip(*columns)]
-    return json.dumps({"predictions": predictions}, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps({"predictions": predictions}, separators=(",", ":")).encode()

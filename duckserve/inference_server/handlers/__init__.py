@@ -109,7 +109,7 @@ def save_package(
     for method_name in method_names:
         if signatures and method_name in signatures:
             specs.append(signatures[method_name])
-        elif sample_input is None:
+        elif sample_input is None and handler.name != "mlflow":  # an MLflow model brings its signature
             raise ValueError(
                 f"method {method_name}: pass sample_input (to infer its signature) or its signature"
             )

@@ -9,6 +9,7 @@ framework-specific `invoke`, `save` and `load_object`, so a new framework is one
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import pickle
 import site
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from duckserve.inference_server.errors import ModelError, ProtocolError, UnknownMethod
+from duckserve.inference_server.errors import MissingInput, ModelError, UnknownMethod
 from duckserve.inference_server.manifest import MODEL_DIR, FeatureSpec, Manifest, MethodSpec
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     Invoke = Callable[[Any, str, pd.DataFrame, dict[str, Any]], Any]
     InvokeBlock = Callable[[Any, str, np.ndarray, dict[str, Any]], Any]
+    InvokeParams = Callable[[Any, str, pd.DataFrame, dict[str, Any], Any], Any]
     #: a method's answer: a frame of its outputs, or (the hot path) a mapping of output name to values
     from typing import Union
 
@@ -39,15 +41,19 @@ if TYPE_CHECKING:
 SIGNATURE_SAMPLE_ROWS = 10
 PICKLE_FILE = "model.pkl"
 
+logger = logging.getLogger("duckserve.inference_server")
+
 
 class LoadedModel:
     """A model ready to serve: `call` takes and returns DataFrames shaped by the method signatures."""
 
-    def __init__(self, manifest: Manifest, model: Any, invoke: Invoke, invoke_block: InvokeBlock | None = None) -> None:
+    def __init__(self, manifest: Manifest, model: Any, invoke: Invoke, invoke_block: InvokeBlock | None = None,
+                 invoke_params: InvokeParams | None = None) -> None:
         self.manifest = manifest
         self.model = model
         self._invoke = invoke
         self._invoke_block = invoke_block
+        self._invoke_params = invoke_params
 
     def method(self, name: str) -> MethodSpec:
         """The method called ``name`` (``_`` or ``-``, any case); `UnknownMethod` lists the others."""
@@ -59,9 +65,17 @@ class LoadedModel:
                 f"model {self.manifest.name} has no method {name!r}; its methods: {known}"
             ) from None
 
-    def call(self, method_name: str, df: pd.DataFrame) -> pd.DataFrame:
+    @property
+    def takes_params(self) -> bool:
+        """Whether the handler passes inference parameters (MLflow's ``params``) to the model."""
+        return self._invoke_params is not None
+
+    def call(self, method_name: str, df: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         """Call a method: ``df`` holds the inputs (by name; extra columns are ignored); the answer holds
-        exactly the outputs, one row per input row, in the same order.
+        exactly the outputs, one row per input row, in the same order. ``params`` (a request's
+        inference parameters, None without them) go to handlers that take them (`takes_params`),
+        which check them against the method's; other handlers ignore them with a warning, as MLflow
+        does for a model whose signature has no parameters.
 
         Raises `ProtocolError` when the input does not fit the signature and `ModelError` when the
         model's answer does not; exceptions raised by the model itself propagate unchanged.
@@ -70,15 +84,24 @@ class LoadedModel:
         frame = conform_inputs(df, spec)
         if len(frame) == 0:
             return empty_outputs(spec)
-        result = self._invoke(self.model, spec.target_method, frame, self.manifest.options)
+        if params is not None and self._invoke_params is not None:
+            result = self._invoke_params(self.model, spec.target_method, frame, self.manifest.options, params)
+        else:
+            if params:
+                ignored_params(params, f"model {self.manifest.name} takes no parameters")
+            result = self._invoke(self.model, spec.target_method, frame, self.manifest.options)
         return conform_outputs(result, spec, len(frame))
 
-    def call_inputs(self, method_name: str, inputs: Inputs) -> Outputs:
+    def call_inputs(self, method_name: str, inputs: Inputs, params: Any = None) -> Outputs:
         """`call` on decoded inputs. A numeric block goes straight to the handler's array path when it
         has one (no DataFrame either way for a single scalar output)."""
         import numpy as np
 
         spec = self.method(method_name)
+        if params is not None and self._invoke_params is not None:
+            return self.call(method_name, inputs.frame, params)
+        if params:
+            ignored_params(params, f"model {self.manifest.name} takes no parameters")
         types = {f.dtype for f in spec.inputs}
         if inputs.block is not None and self._invoke_block is not None and len(inputs) and types <= {"DOUBLE"} | (
                 {"FLOAT"} if types == {"FLOAT"} else set()):
@@ -92,6 +115,12 @@ class LoadedModel:
                     return {spec.outputs[0].name: result}
                 return conform_outputs(result, spec, rows)
         return self.call(method_name, inputs.frame)
+
+
+def ignored_params(params: Any, why: str) -> None:
+    """Log that a request's parameters are ignored (MLflow warns and goes on, too)."""
+    shown = list(params)[:20] if isinstance(params, dict) else f"(not an object: {type(params).__name__})"
+    logger.warning("%s: ignoring the request's params %s", why, shown)
 
 
 class ModelHandler:
@@ -125,6 +154,13 @@ class ModelHandler:
         return NotImplemented
 
     @classmethod
+    def invoke_params(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
+                      params: Any) -> Any:
+        """`invoke` with a request's inference parameters (any JSON value: the handler checks it), for
+        handlers whose models take parameters; the default says they take none."""
+        raise NotImplementedError
+
+    @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:
         """(conda-style, pip) requirements the model needs, the framework pinned to the installed version."""
         raise NotImplementedError
@@ -156,8 +192,13 @@ class ModelHandler:
     @classmethod
     def load(cls, package_dir: Path, manifest: Manifest) -> LoadedModel:
         model = cls.load_object(Path(package_dir) / MODEL_DIR, manifest.options)
-        block = cls.invoke_block if cls.invoke_block is not ModelHandler.invoke_block else None
-        return LoadedModel(manifest, model, cls.invoke, block)
+        block = cls.invoke_block if cls._overrides("invoke_block") else None
+        with_params = cls.invoke_params if cls._overrides("invoke_params") else None
+        return LoadedModel(manifest, model, cls.invoke, block, with_params)
+
+    @classmethod
+    def _overrides(cls, name: str) -> bool:
+        return next(k for k in cls.__mro__ if name in vars(k)) is not ModelHandler
 
     @classmethod
     def check_method(cls, model: Any, method_name: str) -> None:
@@ -253,7 +294,7 @@ def conform_inputs(df: pd.DataFrame, spec: MethodSpec) -> pd.DataFrame:
     for position, feature in enumerate(spec.inputs, start=1):
         column = feature.name if feature.name in df.columns else folded.get(feature.name.lower())
         if column is None:
-            raise ProtocolError(
+            raise MissingInput(
                 f"input has no column {feature.name}; method {spec.name} takes "
                 f"{', '.join(f.name for f in spec.inputs)} (got {', '.join(map(str, df.columns))})"
             )

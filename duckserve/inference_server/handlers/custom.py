@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from duckserve.inference_server.custom import CustomModel, ModelContext
+from duckserve.inference_server.errors import InvalidParameters
 from duckserve.inference_server.handlers.base import (
     PICKLE_FILE,
     ModelHandler,
     dump_pickle,
+    ignored_params,
     load_pickle,
     merge_requirements,
     pinned,
@@ -29,6 +31,61 @@ if TYPE_CHECKING:
 
 ARTIFACTS_DIR = "artifacts"
 MODELS_DIR = "models"
+#: the parameter types checked (by annotation, else by the default's type), as MLflow's ParamSpec does
+PARAMETER_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def keyword_parameters(method: Any) -> dict[str, inspect.Parameter]:
+    """The keyword-only parameters of a bound method, by name."""
+    return {p.name: p for p in inspect.signature(method).parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _parameter_type(parameter: inspect.Parameter) -> type | None:
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        return PARAMETER_TYPES.get(annotation)
+    if annotation in PARAMETER_TYPES.values():
+        return annotation  # type: ignore[no-any-return]
+    default = parameter.default
+    return type(default) if type(default) in PARAMETER_TYPES.values() else None
+
+
+def _checked_value(value: Any, expected: type | None) -> Any:
+    if expected is None:
+        return value
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"expects {expected.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def checked_params(params: Any, accepted: dict[str, inspect.Parameter]) -> dict[str, Any]:
+    """The keyword arguments for a request's ``params``: unknown names ignored with a warning,
+    absent ones left to their defaults, the others checked against their type; `InvalidParameters`
+    for a ``params`` that is not an object, a value of the wrong type or a required one missing."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParameters(f"Parameters must be a dictionary. Got type '{type(params).__name__}'.")
+    unknown = [name for name in params if name not in accepted]
+    if unknown:
+        ignored_params({name: params[name] for name in unknown},
+                       f"unrecognized params (supported: {', '.join(accepted)})")
+    chosen: dict[str, Any] = {}
+    invalid: list[str] = []
+    for name, parameter in accepted.items():
+        if name not in params:
+            if parameter.default is parameter.empty:
+                invalid.append(f"{name}: required and not given")
+            continue
+        try:
+            chosen[name] = _checked_value(params[name], _parameter_type(parameter))
+        except ValueError as exc:
+            invalid.append(f"{name}: {exc}")
+    if invalid:
+        raise InvalidParameters(f"Invalid parameters found: {'; '.join(invalid)}")
+    return chosen
 
 
 class CustomModelHandler(ModelHandler):
@@ -54,6 +111,20 @@ class CustomModelHandler(ModelHandler):
     @classmethod
     def invoke(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any]) -> Any:
         return getattr(model, method_name)(frame)
+
+    @classmethod
+    def invoke_params(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
+                      params: Any) -> Any:
+        """A method's keyword-only parameters are its inference parameters (as in Snowflake's
+        ``def predict(self, df, *, temperature: float = 1.0)``): a request's ``params`` are checked
+        against them as MLflow checks a params schema (`checked_params`)."""
+        method = getattr(model, method_name)
+        accepted = keyword_parameters(method)
+        if not accepted:
+            if params:
+                ignored_params(params, f"{type(model).__name__}.{method_name} has no keyword-only parameters")
+            return method(frame)
+        return method(frame, **checked_params(params, accepted))
 
     @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:

@@ -18,17 +18,20 @@ Logged with ``reg.log_model("path/to/model", model_name=...)`` or
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from duckserve.inference_server.errors import ModelRefused
 from duckserve.inference_server.handlers.base import (
     SIGNATURE_SAMPLE_ROWS,
     ModelHandler,
     conform_inputs,
     features_from_frame,
+    ignored_params,
     result_frame,
 )
 from duckserve.inference_server.manifest import FeatureSpec, MethodSpec
@@ -248,7 +251,16 @@ class MLflowHandler(ModelHandler):
 
     @classmethod
     def invoke(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any]) -> Any:
+        return cls.invoke_params(model, method_name, frame, options, None)
+
+    @classmethod
+    def invoke_params(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
+                      params: Any) -> Any:
+        """``pyfunc.predict(data, params=params)``, as MLflow's scoring server calls it: MLflow checks
+        ``params`` against the signature's parameters (defaults filled in, unknown ones ignored with
+        a warning, a wrong type refused); its refusals become `ModelRefused` with MLflow's body."""
         import numpy as np
+        from mlflow.exceptions import MlflowException
 
         data: Any = frame
         if options.get("input_kind") == "tensor":
@@ -257,7 +269,17 @@ class MLflowHandler(ModelHandler):
                 values = frame[column].to_numpy()
                 arrays.append(np.stack(values) if values.dtype == object else values.reshape(-1, 1))
             data = arrays[0] if len(arrays) == 1 else {c: a for c, a in zip(frame.columns, arrays)}
-        result = model.predict(data)
+        try:
+            if "params" in inspect.signature(model.predict).parameters:  # MLflow 2.6 and later
+                result = model.predict(data, params=params)
+            else:
+                if params:
+                    ignored_params(params, "this MLflow version takes no params")
+                result = model.predict(data)
+        except MlflowException as exc:  # the scoring server's answer to it, message and all
+            fields = json.loads(exc.serialize_as_json())
+            fields["message"] = f"Failed to predict data '{data}'. \nError: {exc.message}"
+            raise ModelRefused(exc.get_http_status_code(), fields) from exc
         if isinstance(result, np.ndarray) and result.ndim == 2 and result.shape[1] > 1:
             rows = np.empty(len(result), dtype=object)  # a tensor output: one vector per row
             for i, row in enumerate(result):
