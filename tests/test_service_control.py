@@ -7,6 +7,7 @@ Python processes sharing one home.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -206,6 +207,7 @@ def test_killed_instance_is_replaced_while_a_million_rows_complete(account: Any)
 
     after = wait_for("the killed instance to come back", replaced)
     assert after[0]["pid"] != victim and after[0]["last_restart_time"] is not None
+    assert after[0]["last_exit_code"] == 137  # SIGKILL, as a shell or Docker reports it
     assert after[1]["restart_count"] == 0 and after[1]["pid"] == before[1]["pid"]
     instances = rows(conn, "SHOW SERVICE INSTANCES IN SERVICE heal_svc")
     assert [i["instance_id"] for i in instances] == ["0", "1"] and instances[0]["restart_count"] == 1
@@ -214,6 +216,36 @@ def test_killed_instance_is_replaced_while_a_million_rows_complete(account: Any)
     assert conn.execute("SELECT sum(heal_svc!predict(range::DOUBLE)) FROM range(1000)").fetchone()[0] == 500_500
     assert "INSTANCE.RESTARTED" in event_names(conn, "heal_svc")
     conn.execute("DROP SERVICE heal_svc")
+
+
+def test_an_instance_killed_from_outside_has_its_exit_code_known_to_every_process(account: Any) -> None:
+    """The instance's starter (another Python process) has ended, so neither it nor this process is
+    the instance's parent: its waiter records how it ended, and the controller's replacement shows
+    last_exit_code 137 (SIGKILL), as on Docker."""
+    conn, home = account["conn"], account["home"]
+    script = textwrap.dedent("""
+        import sys
+        import duckserve
+        from duckserve.registry import Registry
+        conn = duckserve.connect(home=sys.argv[1])
+        Registry(conn).get_model("plus").version("v1").create_service(
+            service_name="orphan_svc", service_compute_pool="ctl_pool", image_repo="ctl_images",
+            min_instances=1, max_instances=1, num_workers=1)
+    """)
+    subprocess.run([sys.executable, "-c", script, str(home)], check=True, timeout=180)
+    try:
+        victim = rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE orphan_svc")[0]["pid"]
+        os.killpg(victim, signal.SIGKILL)
+        found = wait_for("the killed instance to come back", lambda: [
+            c for c in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE orphan_svc")
+            if c["restart_count"] == 1 and c["status"] == "READY"])
+        assert found[0]["pid"] != victim and found[0]["last_exit_code"] == 137
+        events = conn.execute("SELECT RECORD_ATTRIBUTES FROM TABLE(orphan_svc!SPCS_GET_EVENTS()) "
+                              "WHERE EVENT_NAME = 'INSTANCE.RESTARTED'").fetchall()
+        assert [json.loads(e[0])["exit_code"] for e in events] == [137]
+        assert conn.execute("SELECT sum(orphan_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
+    finally:
+        conn.execute("DROP SERVICE IF EXISTS orphan_svc")
 
 
 def test_an_instance_that_stops_answering_is_replaced(account: Any) -> None:
@@ -404,6 +436,44 @@ def test_min_zero_scales_to_zero_and_serves_the_next_call(account: Any) -> None:
     assert conn.execute("SELECT sum(zero_svc!predict(range::DOUBLE)) FROM range(10)").fetchone()[0] == 55
     assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE zero_svc")) == 1
     conn.execute("DROP SERVICE zero_svc")
+
+
+def test_an_ingress_service_scaled_to_zero_is_woken_by_its_next_request(account: Any) -> None:
+    """MIN_INSTANCES = 0 with ingress: the endpoint stays up while no instance runs; requests sent
+    then wait while the ingress starts one, and get their answers."""
+    import httpx
+
+    conn, home = account["conn"], account["home"]
+    others = server_groups(home)
+    account["mv1"].create_service(service_name="web_zero", service_compute_pool="ctl_pool", image_repo="ctl_images",
+                                  min_instances=0, max_instances=1, num_workers=1, ingress_enabled=True)
+    try:
+        url = rows(conn, "SHOW ENDPOINTS IN SERVICE web_zero")[0]["ingress_url"]
+        secret = rows(conn, "ALTER USER admin ADD PROGRAMMATIC ACCESS TOKEN web_zero_test DAYS_TO_EXPIRY = 1")[0][
+            "token_secret"]
+        headers = {"Authorization": f"Bearer {secret}"}
+
+        def predict(values: list[float]) -> list[float]:
+            response = httpx.post(f"http://{url}/predict", headers=headers, timeout=120,
+                                  json={"data": [[i, v] for i, v in enumerate(values)]})
+            assert response.status_code == 200, response.text
+            return [row[1] for row in response.json()["data"]]
+
+        assert predict([1.0, 2.0]) == [2.0, 3.0]
+        wait_for("the service to scale to zero", lambda: rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE web_zero")
+                 == [], timeout=60)
+        assert server_groups(home) == others  # no instance of it runs; its ingress does
+        answers: list[list[float]] = []
+        callers = [threading.Thread(target=lambda v=float(v): answers.append(predict([v]))) for v in range(3)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert sorted(answers) == [[1.0], [2.0], [3.0]]
+        assert len(rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE web_zero")) == 1  # one start for the three
+        assert "SERVICE.RESUMED" in event_names(conn, "web_zero")
+    finally:
+        conn.execute("DROP SERVICE IF EXISTS web_zero")
 
 
 def test_scaling_stops_at_the_pools_max_nodes_and_says_why(account: Any) -> None:

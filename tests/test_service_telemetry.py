@@ -4,6 +4,7 @@ event table after DROP SERVICE, and metrics sampled from its instances' /metrics
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,6 +22,8 @@ from duckserve.registry import Registry
 pytestmark = pytest.mark.xdist_group("telemetry")
 
 KEY = "DUCKSERVE.PUBLIC.TELE_SVC"
+#: the controller (started with the service, inheriting this environment) samples twice a second
+METRICS_EVERY = {"DUCKSERVE_METRICS_INTERVAL": "0.5"}
 
 
 class Doubler(CustomModel):
@@ -31,6 +34,8 @@ class Doubler(CustomModel):
 
 @pytest.fixture(scope="module")
 def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    saved = {k: os.environ.get(k) for k in METRICS_EVERY}
+    os.environ.update(METRICS_EVERY)
     base = tmp_path_factory.mktemp("telemetry")
     home = base / "home"
     conn = duckserve.connect(home=str(home))
@@ -45,6 +50,11 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     finally:
         conn.execute("DROP SERVICE IF EXISTS tele_svc")
         conn.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def names(home: Path, record_type: str = EVENT) -> list[str | None]:
@@ -70,36 +80,118 @@ def test_lifecycle_events_and_logs_outlive_the_service(account: dict[str, Any], 
     assert jobs and jobs[0].resource_attributes["snow.service.type"] == "Job"
 
 
+def own_sample(home: Path, sampler: Any, service: Any) -> dict[str, list[Any]]:
+    """Take one sample with a timestamp of its own and read back only its rows (the controller
+    samples the same instances meanwhile: which sample is the newest is not ours to know)."""
+    at = time.time()
+    assert sampler.sample(service, at=at) > 0
+    by_name: dict[str, list[Any]] = {}
+    for row in event_table(home).rows(service=KEY, record_type=METRIC, start=at, end=at):
+        by_name.setdefault(str(row.name), []).append(row)
+    return by_name
+
+
+def served_rows(sample: dict[str, list[Any]]) -> float:
+    """Rows answered with status 200, summed over the instances and methods of one sample."""
+    return sum(r.value for r in sample.get("inference.rows", []) if r.record_attributes["status"] == "200")
+
+
 def test_metrics_sampled_from_the_instances(account: dict[str, Any]) -> None:
     from duckserve.engine.services.monitoring import MetricsSampler
 
-    conn = account["conn"]
+    conn, home = account["conn"], account["home"]
     cur = conn.cursor()
-    cur.execute("SELECT count(tele_svc!predict(x)) FROM range(500) t(x)")
-    assert cur.fetchone() == (500,)
     engine = conn.services
     service = engine.account.catalog.get("SERVICE", "TELE_SVC", "DUCKSERVE", "PUBLIC")
     assert service is not None
     sampler = MetricsSampler(engine)
-    assert sampler.sample(service) > 0
-    rows = event_table(account["home"]).rows(service=KEY, record_type=METRIC)
-    by_name: dict[str, list[Any]] = {}
-    for row in rows:
-        by_name.setdefault(str(row.name), []).append(row)
-    requests = [r for r in by_name["inference.requests"] if r.record_attributes["status"] == "200"]
-    assert requests[-1].value >= 1
-    served = sum(r.value for r in by_name["inference.rows"] if r.record_attributes["status"] == "200")
-    assert served >= 500
-    assert by_name["service.instances.ready"][-1].value == 1
-    assert "snow.service.container.instance" not in by_name["service.instances.ready"][-1].resource_attributes
-    assert by_name["inference.latency.p99"][-1].value > 0
-    assert by_name["inference.requests.in_flight"][-1].value == 0
-    time.sleep(0.01)
+    before = served_rows(own_sample(home, sampler, service))
+    cur.execute("SELECT count(tele_svc!predict(x)) FROM range(500) t(x)")
+    assert cur.fetchone() == (500,)
+    by_name = own_sample(home, sampler, service)
+    assert served_rows(by_name) >= before + 500  # cumulative counters
+    assert sum(r.value for r in by_name["inference.requests"] if r.record_attributes["status"] == "200") >= 1
+    ready = by_name["service.instances.ready"]
+    assert [r.value for r in ready] == [1] and "snow.service.container.instance" not in ready[0].resource_attributes
+    assert by_name["inference.latency.p99"][0].value > 0  # over the 500 rows' requests, since the sample before
+    assert by_name["inference.requests.in_flight"][0].value == 0
+    served = served_rows(by_name)
     cur.execute("SELECT count(tele_svc!predict(x)) FROM range(100) t(x)")
-    assert sampler.sample(service) > 0
-    later = [r for r in event_table(account["home"]).rows(service=KEY, record_type=METRIC)
-             if r.name == "inference.rows" and r.record_attributes["status"] == "200"]
-    assert later[-1].value >= served + 100
+    assert served_rows(own_sample(home, sampler, service)) >= served + 100
+
+
+def test_the_controller_records_metrics_over_time_unread(account: dict[str, Any]) -> None:
+    """Nobody reads the metrics (no SPCS_GET_METRICS, no sampler of this process): the controller's
+    samples, every DUCKSERVE_METRICS_INTERVAL s, make the history, and follow what the service did."""
+    from duckserve.engine.controller import controller_running
+
+    home, cur = account["home"], account["conn"].cursor()
+    assert controller_running(home)
+    started = time.time()
+
+    def samples() -> dict[float, float]:
+        """The controller's samples since the test started: timestamp -> rows served so far."""
+        out: dict[float, float] = {}
+        for row in event_table(home).rows(service=KEY, record_type=METRIC, start=started):
+            if row.name == "inference.rows" and row.record_attributes["status"] == "200":
+                out[row.timestamp] = out.get(row.timestamp, 0.0) + row.value
+        return out
+
+    first = wait_until(lambda: samples(), "a controller sample")
+    cur.execute("SELECT count(tele_svc!predict(x)) FROM range(250) t(x)")
+    assert cur.fetchone() == (250,)
+    done = time.time()
+    baseline = first[min(first)]
+    later = wait_until(lambda: {t: v for t, v in samples().items() if t > done + 0.1}, "a sample after the query")
+    assert later[min(later)] >= baseline + 250
+    # and on: at the interval the test set (0.5 s; the controller looks once a second)
+    wait_until(lambda: len(samples()) >= 4, "more samples")
+
+
+def wait_until(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_old_metric_samples_are_thinned_and_other_rows_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past DUCKSERVE_METRICS_DETAIL_HOURS, one sample per instance per 5 minutes stays (its first);
+    logs and events of that time stay whole, and so do recent samples."""
+    from duckserve.engine.events import THIN_BUCKET_SECONDS, MetricSample, Resource
+
+    monkeypatch.setenv("DUCKSERVE_METRICS_DETAIL_HOURS", "1000")  # the writes' own purges thin nothing
+    table = event_table(tmp_path / "home")
+    service = Resource("DUCKSERVE", "PUBLIC", "THIN")
+    now = time.time()
+    stamps = [now - 3 * 3600 + 15 * i for i in range(3 * 240)]  # three hours every 15 s
+    for at in stamps:
+        table.record_metrics(service.at(0), [MetricSample("inference.requests", at, "1", "sum"),
+                                             MetricSample("inference.requests.in_flight", 0)], at=at)
+        table.record_metrics(service, [MetricSample("service.instances.ready", 1)], at=at)
+    table.record_event(service, "SERVICE.ALTERED", "old", at=stamps[1])
+    table.record_logs(service.at(0), [(stamps[2], "an old line"), (stamps[3], "another")])
+    monkeypatch.setenv("DUCKSERVE_METRICS_DETAIL_HOURS", "1")
+    table.purge(now=now)
+    kept = table.rows(service=service.key, record_type=METRIC)
+    old = now - 3600 - THIN_BUCKET_SECONDS  # entirely thinned buckets end before this
+    old_instance = sorted({r.timestamp for r in kept if r.timestamp < old and r.resource_attributes.get(
+        "snow.service.container.instance") == "0"})
+    buckets = [int(at // THIN_BUCKET_SECONDS) for at in old_instance]
+    assert old_instance and len(set(buckets)) == len(buckets)  # one sample per bucket
+    assert buckets == list(range(buckets[0], buckets[-1] + 1))  # and one in each
+    assert all(at == min(s for s in stamps if s // THIN_BUCKET_SECONDS == b) for at, b in zip(old_instance, buckets))
+    # every sample kept is whole (both rows of the instance, and the service's row)
+    assert all(len([r for r in kept if r.timestamp == at]) == 3 for at in old_instance)
+    recent = {r.timestamp for r in kept if r.timestamp >= now - 3600}
+    assert recent == {at for at in stamps if at >= now - 3600}
+    assert [r.name for r in table.rows(service=service.key, record_type=EVENT)] == ["SERVICE.ALTERED"]
+    assert len(table.rows(service=service.key, record_type=LOG)) == 2
+    counts = [r.value for r in kept if r.name == "inference.requests"]
+    assert counts == sorted(counts)  # a counter read from the samples kept still only grows
 
 
 METRICS_COLUMNS = ["TIMESTAMP", "METRIC_NAME", "VALUE", "UNIT", "INSTANCE_ID", "CONTAINER_NAME", "RESOURCE", "RECORD",

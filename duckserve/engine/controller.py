@@ -19,8 +19,9 @@ not suspended and, under the service's lock (``services.locks``), as any session
   (1, 2, 4, ... up to 60 s). Instances that ended cleanly (the idle auto-suspend) are left stopped.
 - scales services whose MIN_INSTANCES < MAX_INSTANCES (or MIN_INSTANCES = 0) on the load their
   instances' ``GET /metrics`` report (``services.autoscale``);
-- every ``DUCKSERVE_METRICS_INTERVAL`` seconds (default 0: not) records every instance's metrics in
-  the event table (``services.monitoring``), the history SPCS_GET_METRICS reads.
+- every ``DUCKSERVE_METRICS_INTERVAL`` seconds (default 15; 0 turns it off) records every running
+  instance's metrics in the event table (``services.monitoring``), the history SPCS_GET_METRICS
+  reads; the event table thins samples older than a few hours (`duckserve.engine.events`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from duckserve.engine.services.monitoring import MetricsSampler, parse_expositio
 logger = logging.getLogger("duckserve.controller")
 
 MAX_RESTART_DELAY = 60.0
+DEFAULT_METRICS_INTERVAL = 15.0
 
 
 def interval() -> float:
@@ -62,9 +64,9 @@ def unready_secs() -> float:
 
 
 def metrics_interval() -> float:
-    """Seconds between the controller's metric samples; 0 (the default for now): none, SPCS_GET_METRICS
-    samples a service when it is read."""
-    return float(os.environ.get("DUCKSERVE_METRICS_INTERVAL", "0"))
+    """Seconds between the controller's metric samples (0: none; SPCS_GET_METRICS still samples a
+    service when it is read)."""
+    return float(os.environ.get("DUCKSERVE_METRICS_INTERVAL", str(DEFAULT_METRICS_INTERVAL)))
 
 
 def controller_dir(home: Path) -> Path:
@@ -169,8 +171,6 @@ class Controller:
         """Scale the service between its MIN_INSTANCES and MAX_INSTANCES on the load its instances report."""
         p = service.props
         low, high = int(p["min_instances"]), int(p["max_instances"])
-        if p.get("ingress_enabled"):
-            low = max(low, 1)  # the ingress forwards to running instances: it never starts one
         if (low == high and low > 0) or p.get("update_status") == "UPDATING":
             return
         readings: dict[str, Reading] = {}

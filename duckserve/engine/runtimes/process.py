@@ -1,9 +1,14 @@
-"""Instances as local processes, each the leader of its own session so it outlives its creator.
+"""Instances as local processes, each a process group of its own in a session of its own, so it
+outlives its creator.
 
 An environment artifact's entrypoint (a model environment's Python) runs with the spec's arguments,
 listening on loopback on a free port that it writes to ``$DUCKSERVE_PORT_FILE`` (in the spec's
-state directory). The handle's own fields (``data``) are the process id and group, the process's
-start time (to recognise a reused pid) and the port file. This is the only module that reads them.
+state directory). Its parent is a small waiter (`duckserve.engine.runtimes.waiter`, the session's
+leader) that writes the instance's exit code to ``<state dir>/<log name>.exit`` when it ends, so any
+process of the home learns how an instance ended (``last_exit_code``), not just the one that started
+it. The handle's own fields (``data``) are the process id and group, the process's start time (to
+recognise a reused pid), the port and exit files and the waiter's pid. This is the only module
+that reads them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,9 +37,11 @@ from duckserve.engine.runtimes.base import (
     now_text,
     tail,
 )
+from duckserve.engine.runtimes.waiter import ARGV_ENV
 from duckserve.errors import OperationalError, ProgrammingError
 
 LOOPBACK = "127.0.0.1"
+WAITER = Path(__file__).with_name("waiter.py")
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -45,6 +53,17 @@ def _proc_stat(pid: int) -> tuple[str, int, int] | None:
     # the command name (field 2) may contain spaces and parentheses: split after its last ")"
     fields = raw[raw.rindex(")") + 2 :].split()
     return fields[0], int(fields[2]), int(fields[19])
+
+
+def _read_exit_file(path: str, pid: int) -> int | None:
+    """The exit code the waiter of instance ``pid`` wrote, None before it did (or for another pid's file)."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or found.get("pid") != pid or not isinstance(found.get("exit_code"), int):
+        return None
+    return int(found["exit_code"])
 
 
 def _has_proc() -> bool:
@@ -112,29 +131,22 @@ class ProcessRuntime(Runtime):
         if exchange is not None:
             env["DUCKSERVE_EXCHANGE_DIR"] = exchange
         argv = [*spec.artifact.entrypoint, *spec.args]
+        exit_file = Path(spec.state_dir) / f"{log_path.stem}.exit"
+        exit_file.unlink(missing_ok=True)
         with open(log_path, "ab") as log:
             log.write(f"{now_text()} === starting instance {spec.name}: {' '.join(argv)}\n".encode())
             log.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=spec.state_dir,
-                    env=env,
-                    close_fds=True,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.write(f"{now_text()} === cannot start: {exc}\n".encode())
+            waiter, pid, problem = self._spawn(argv, env, log, spec.state_dir, exit_file)
+            if problem is not None:
+                log.write(f"{now_text()} === cannot start: {problem}\n".encode())
                 if exchange is not None:
                     shutil.rmtree(exchange, ignore_errors=True)
                 raise OperationalError(
-                    f"instance {spec.name} cannot start {argv[0]!r}: {exc}. Check that the program exists "
+                    f"instance {spec.name} cannot start {argv[0]!r}: {problem}. Check that the program exists "
                     "and is executable (for a model service: rebuild its environment)"
-                ) from exc
-        stat = _proc_stat(proc.pid)
+                )
+        stat = _proc_stat(pid)
+        waiter_stat = _proc_stat(waiter.pid)
         handle = InstanceHandle(
             runtime=self.name,
             name=spec.name,
@@ -142,20 +154,56 @@ class ProcessRuntime(Runtime):
             log_path=str(log_path),
             ready_path=spec.ready_path,
             labels=dict(spec.labels),
-            data={"pid": proc.pid, "pgid": proc.pid, "port_file": str(port_file),
-                  "proc_start": stat[2] if stat else None, "exchange_dir": exchange},
+            data={"pid": pid, "pgid": pid, "port_file": str(port_file),
+                  "proc_start": stat[2] if stat else None, "exchange_dir": exchange,
+                  "exit_file": str(exit_file), "waiter": waiter.pid,
+                  "waiter_start": waiter_stat[2] if waiter_stat else None},
         )
-        # reap the child when it exits so it never lingers as a zombie, and keep its exit code
-        reaper = threading.Thread(target=self._reap, args=(proc,), name=f"reap-{spec.name}", daemon=True)
+        # reap the waiter when it exits so it never lingers as a zombie
+        reaper = threading.Thread(target=self._reap, args=(waiter, pid), name=f"reap-{spec.name}", daemon=True)
         with self._lock:
-            self._reapers[proc.pid] = reaper
+            self._reapers[pid] = reaper
         reaper.start()
         return handle
 
-    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.wait()
+    @staticmethod
+    def _spawn(argv: list[str], env: dict[str, str], log: Any, cwd: str | Path, exit_file: Path
+               ) -> tuple[subprocess.Popen[bytes], int, str | None]:
+        """Start the instance under its waiter (`duckserve.engine.runtimes.waiter`): the waiter, the
+        instance's pid, and why it could not start (None when it did)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            try:
+                waiter = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(WAITER), str(exit_file), str(write_fd)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                    env={**env, ARGV_ENV: json.dumps(argv)}, close_fds=True, pass_fds=(write_fd,),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise OperationalError(f"cannot start the process runtime's waiter {sys.executable}: {exc}") from exc
+            os.close(write_fd)
+            write_fd = -1
+            report = b""
+            while not report.endswith(b"\n"):
+                chunk = os.read(read_fd, 4096)
+                if not chunk:
+                    break
+                report += chunk
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+        text = report.decode(errors="replace").strip()
+        if text.isdigit():
+            return waiter, int(text), None
+        waiter.wait()
+        return waiter, waiter.pid, text.removeprefix("error ") or f"its waiter exited with code {waiter.returncode}"
+
+    def _reap(self, waiter: subprocess.Popen[bytes], pid: int) -> None:
+        code = waiter.wait()  # the waiter exits with its instance's code
         with self._lock:
-            self._exit_codes[proc.pid] = code
+            self._exit_codes[pid] = code
 
     @staticmethod
     def _own(handle: InstanceHandle) -> tuple[int, int, int | None]:
@@ -227,15 +275,33 @@ class ProcessRuntime(Runtime):
         )
 
     def _exit_code(self, handle: InstanceHandle) -> int | None:
-        """The exit code of a process this runtime started (None for another process's): a dead child
-        is a zombie until its reaper has stored the code, so that thread is waited for briefly."""
+        """The exit code of a dead instance, whichever process started it: its waiter writes it to
+        the exit file just after the instance ended (waited for while the waiter lives, up to 2 s).
+        None when nobody knows it (the waiter was killed too, or a handle from before waiters)."""
         pid = self._own(handle)[0]
+        exit_file = handle.data.get("exit_file")
+        deadline = time.monotonic() + 2.0
+        while exit_file:
+            code = _read_exit_file(exit_file, pid)
+            if code is not None or not self._waiter_alive(handle) or time.monotonic() >= deadline:
+                if code is not None:
+                    return code
+                break
+            time.sleep(0.01)
         with self._lock:
             reaper = self._reapers.get(pid)
-        if reaper is not None:
+        if reaper is not None:  # started by this process: its reaper knows the waiter's code
             reaper.join(timeout=2.0)
         with self._lock:
             return self._exit_codes.get(pid)
+
+    @staticmethod
+    def _waiter_alive(handle: InstanceHandle) -> bool:
+        waiter, started = handle.data.get("waiter"), handle.data.get("waiter_start")
+        if not waiter:
+            return False
+        stat = _proc_stat(int(waiter))
+        return stat is not None and stat[0] not in ("Z", "X") and (started is None or stat[2] == started)
 
     def wait_ready(self, handle: InstanceHandle, timeout: float = 60.0) -> InstanceHandle:
         deadline = time.monotonic() + timeout

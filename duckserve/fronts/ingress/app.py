@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from duckserve.engine.account import Account, display_key
@@ -32,6 +32,9 @@ from duckserve.errors import Error
 from duckserve.fronts.ingress.authorization import Authorizer, Caller, Decision, Refusal, secret_of
 from duckserve.fronts.ingress.batches import BATCH_HEADER, Batches, Reply
 from duckserve.fronts.ingress.upstream import Upstream, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from duckserve.engine.services import Services
 
 log = logging.getLogger("duckserve.ingress")
 
@@ -162,6 +165,8 @@ class IngressApp:
         self._in_flight: dict[Caller, int] = defaultdict(int)
         self._openapi: bytes | None = None
         self._instances: tuple[CatalogObject | None, list[tuple[int, str]]] = (None, [])
+        self._waking = asyncio.Lock()
+        self._services: Services | None = None
 
     @property
     def label(self) -> str:
@@ -300,7 +305,7 @@ class IngressApp:
             self._instances = (service, instance_urls(service))
             instances = self._instances[1]
         if not instances:
-            raise self._unavailable(service, "no instance is ready")
+            instances = await self._wake(service)
         body = self._request_body(call) if call.method == "POST" else b""
         headers = [(name, call.headers[name.decode()].encode("latin-1")) for name in FORWARDED
                    if name.decode() in call.headers]
@@ -327,6 +332,30 @@ class IngressApp:
             passed.setdefault("content-type", "application/octet-stream")
             return Reply(answer.status, passed, answer.body)
         raise self._unavailable(service, "no instance could be reached (" + "; ".join(failures) + ")")
+
+    async def _wake(self, service: CatalogObject) -> list[tuple[int, str]]:
+        """Start an instance of a service scaled to zero (MIN_INSTANCES = 0, not suspended) and hold
+        the request until it is ready, as a SQL call does (`Services.ensure_running`, up to
+        DUCKSERVE_READY_TIMEOUT); requests arriving meanwhile wait for the same start."""
+        if str(service.props.get("status") or "") == "SUSPENDED":
+            raise self._unavailable(service, "no instance is ready")
+        async with self._waking:
+            if self._instances[1]:  # woken while this request waited
+                return self._instances[1]
+            log.info("service %s has no instance (scaled to zero): starting one for the waiting request(s)",
+                     self.label)
+            fresh = await asyncio.to_thread(self._ensure_running, service)
+            self._instances = (fresh, instance_urls(fresh))
+        if not self._instances[1]:
+            raise self._unavailable(fresh, "no instance is ready")
+        return self._instances[1]
+
+    def _ensure_running(self, service: CatalogObject) -> CatalogObject:
+        from duckserve.engine.services import Services
+
+        if self._services is None:
+            self._services = Services(self.account)
+        return self._services.ensure_running(None, service, wait=True)
 
     # -- handlers -------------------------------------------------------------------------------
     async def healthz(self, call: Call) -> Reply:
