@@ -315,6 +315,17 @@ SCALER_CASES: dict[str, Any] = {
     "NaN in the request": {"inputs": {"x": [float("nan"), 1.0]}},
     "records with params": {"dataframe_records": [{"x": 4.0}], "params": {"label": "r"}},
     "a missing input": {"dataframe_split": {"columns": ["q"], "data": [[1.0]]}},
+    "instances as values of the one input": {"instances": [1.0, 2.0]},
+    "inputs as one record": {"inputs": {"x": 1.0}},
+    "inputs as records": {"inputs": [{"x": 1.0}, {"x": 3.0}]},
+    "dataframe_split data as a flat list": {"dataframe_split": {"columns": ["x"], "data": [1.0, 2.0]}},
+    "no rows": scaler_split([]),
+    "an extra top-level key": {**scaler_split([1.0]), "other": 1},
+    "an extra column": {"dataframe_split": {"columns": ["x", "z"], "data": [[1.0, 5]]}},
+    "integers and nulls for a double": {"dataframe_split": {"columns": ["x"], "data": [[1], [None]]}},
+    "a record without the input": {"dataframe_records": [{"x": 1.0}, {}]},
+    "no format key": {"params": {"scale": 2.0}},
+    "two format keys": {"inputs": [1.0], "instances": [1.0]},
 }
 
 

@@ -27,6 +27,7 @@ from duckserve.engine.account import Account
 from duckserve.engine.catalog import CatalogObject
 from duckserve.inference_server import open_inference, scoring
 from duckserve.inference_server.errors import ServerError
+from duckserve.inference_server.handlers.custom import checked_params, keyword_parameters
 from duckserve.inference_server.http_messages import ChunkedBody, Limits, ProtocolViolation, parse_head
 from duckserve.inference_server.manifest import FeatureSpec, Manifest, MethodSpec
 from duckserve.inference_server.protocol import decode_json_inputs
@@ -71,14 +72,64 @@ def test_service_function_decoder(body: bytes) -> None:
 formats = st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "params", "other"])
 
 
+#: MLflow's server reads JSON with Python's json: NaN and infinities are numbers there
+nan_scalars = st.one_of(scalars, st.floats())
+nan_values = st.recursive(nan_scalars, lambda children: st.lists(children, max_size=4)
+                          | st.dictionaries(st.text(max_size=5), children, max_size=4), max_leaves=20)
+
+
 @fuzz
-@given(st.dictionaries(formats, values, max_size=3), st.sampled_from(["application/json", "text/csv", None,
-                                                                      "application/json; charset=latin-1", "x/y"]),
+@given(st.dictionaries(formats, nan_values, max_size=3),
+       st.sampled_from(["application/json", "text/csv", None, "application/json; charset=latin-1", "x/y",
+                        "application/vnd.apache.parquet", "application/json; foo=bar", "text/csv; charset=utf-8"]),
        st.binary(max_size=100))
 def test_mlflow_decoder(payload: dict[str, Any], content_type: str | None, junk: bytes) -> None:
     for body in (json.dumps(payload).encode(), junk):
         for method in (METHOD, NUMERIC):
             only_client_errors(lambda: len(scoring.decode_invocation(body, content_type, method)[0]))  # noqa: B023
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["F1", "F2", "N", "x"]), st.lists(nan_scalars, min_size=1, max_size=4),
+                       min_size=1, max_size=3), st.data())
+def test_mlflow_parquet_decoder(columns: dict[str, list[Any]], data: Any) -> None:
+    """Parquet files of arbitrary columns, whole and cut short."""
+    import io
+
+    width = min(len(v) for v in columns.values())
+    try:
+        frame = pd.DataFrame({name: values[:width] for name, values in columns.items()})
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+    except Exception:  # mixed types pyarrow cannot write: nothing to decode
+        return
+    body = buffer.getvalue()
+    cut = data.draw(st.integers(min_value=0, max_value=len(body)))
+    for raw in (body, body[:cut]):
+        for method in (METHOD, NUMERIC):
+            decode = scoring.decode_invocation
+            only_client_errors(lambda: len(decode(raw, scoring.PARQUET_CONTENT_TYPE, method)[0]))  # noqa: B023
+
+
+class WithParams:
+    def predict(self, df: Any, *, scale: float = 1.0, n: int = 0, label: str = "a", flag: bool = False,
+                anything: Any = None) -> Any:
+        return df
+
+
+@fuzz
+@given(nan_values)
+def test_custom_model_params_checker(params: Any) -> None:
+    """Any ``params`` value: keyword arguments of the right types, or a 400."""
+    accepted = keyword_parameters(WithParams().predict)
+    try:
+        chosen = checked_params(params, accepted)
+    except ServerError as exc:
+        assert exc.status_code == 400, exc
+        return
+    assert set(chosen) <= set(accepted)
+    for name, kind in (("scale", float), ("n", int), ("label", str), ("flag", bool)):
+        assert name not in chosen or type(chosen[name]) is kind, chosen
 
 
 def _tensor() -> st.SearchStrategy[dict[str, Any]]:
