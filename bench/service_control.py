@@ -8,6 +8,8 @@
 (2) resume from zero -> first answer: a MIN_INSTANCES = 0 service scaled to zero by the controller,
     then one call: the seconds of that call, beside the same call on the warm service (the ratio
     is the cold start's cost);
+(2b) the same through the service's ingress (MIN_INSTANCES = 0, ingress_enabled): the seconds of the
+    HTTP request that finds no instance and is held while the ingress starts one;
 (3) requests failed during a model update under load: two query loops run while ALTER SERVICE ...
     SET MODEL_VERSION moves a 2-instance service between two versions; failed queries and wrong rows
     (target: 0), and the update's seconds.
@@ -169,6 +171,31 @@ def main() -> int:
                 warm.append(time.perf_counter() - started)
             conn.execute("DROP SERVICE zero_svc")
 
+            # (2b) the same through the ingress: a request held while the ingress starts an instance
+            import httpx
+
+            mv1.create_service(service_name="web_zero", min_instances=0, max_instances=1, ingress_enabled=True,
+                               **common)
+            url = conn.execute("SELECT ingress_url FROM (SHOW ENDPOINTS IN SERVICE web_zero)").fetchone()[0]
+            secret = conn.execute("ALTER USER admin ADD PROGRAMMATIC ACCESS TOKEN bench DAYS_TO_EXPIRY = 1"
+                                  ).fetchone()[1]
+            headers = {"Authorization": f"Bearer {secret}"}
+            web_cold, web_warm = [], []
+            with httpx.Client(timeout=120, headers=headers) as http:
+                def post() -> None:
+                    response = http.post(f"http://{url}/predict", json={"data": [[0, 1.0]]})
+                    assert response.status_code == 200 and response.json()["data"] == [[0, 2.0]], response.text
+                post()
+                for _ in range(args.runs):
+                    wait_for(lambda: count_instances(conn, "web_zero") == 0, every=0.2)
+                    started = time.perf_counter()
+                    post()
+                    web_cold.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    post()
+                    web_warm.append(time.perf_counter() - started)
+            conn.execute("DROP SERVICE web_zero")
+
             # (3) a model update under load
             artifact2 = Path(base) / "offset-2.txt"
             artifact2.write_text("2")
@@ -205,6 +232,8 @@ def main() -> int:
           f"(starting one by hand with ALTER SERVICE: {med(by_hand):.2f} s; ratio {med(scale_up) / med(by_hand):.2f})")
     print(f"(2) resume from zero -> first answer: {med(cold):.2f} s (warm call {med(warm) * 1000:.1f} ms; "
           f"ratio {med(cold) / med(warm):.0f}x)")
+    print(f"(2b) the same through the ingress (one HTTP request): {med(web_cold):.2f} s (warm request "
+          f"{med(web_warm) * 1000:.1f} ms)")
     print(f"(3) model update under load: {failed} failed queries, {wrong} with wrong rows, of {during} queries "
           f"that ran during {len(updates)} updates (update {med(updates):.2f} s)")
     return 0
