@@ -168,6 +168,12 @@ def mlflow_bodies(features: pd.DataFrame) -> dict[str, Any]:
         "inputs as columns": {"inputs": features.to_dict(orient="list")},
         "inputs as one record": {"inputs": features.iloc[0].to_dict()},
         "with params": {"dataframe_split": {"columns": list(features.columns), "data": rows}, "params": {}},
+        "params to a model without params": {"dataframe_split": {"columns": list(features.columns), "data": rows},
+                                             "params": {"temperature": 0.5}},
+        "params not an object, to a model without params": {"dataframe_records": features.to_dict(orient="records"),
+                                                            "params": [1, 2]},
+        "numbers as text": {"dataframe_split": {"columns": list(features.columns),
+                                                "data": [[str(v) for v in row] for row in rows]}},
     }
 
 
@@ -193,7 +199,8 @@ def test_mlflow_csv_answers_as_mlflows_own_scoring_server(world: World) -> None:
 
 
 @pytest.mark.parametrize("body", [{"data": [[1, 2, 3]]}, {"dataframe_split": {"data": []}, "instances": []}, [1, 2],
-                                  {"dataframe_split": [[1, 2, 3]]}, {"dataframe_records": {"F1": 1}}])
+                                  {"dataframe_split": [[1, 2, 3]]}, {"dataframe_records": {"F1": 1}},
+                                  {"dataframe_records": [{"F1": float("nan"), "F2": 0.0, "F3": 1.0}]}])
 def test_mlflow_bad_requests_get_the_same_kind_of_400(world: World, body: Any) -> None:
     expected = post(world.mlflow.url + "/invocations", body)
     got = post(world.ingress.url + "/invocations", body, world.auth)
@@ -326,6 +333,9 @@ SCALER_CASES: dict[str, Any] = {
     "a record without the input": {"dataframe_records": [{"x": 1.0}, {}]},
     "no format key": {"params": {"scale": 2.0}},
     "two format keys": {"inputs": [1.0], "instances": [1.0]},
+    "numeric text and booleans for a double": {"dataframe_split": {"columns": ["x"], "data": [["1.5"], [True], [2]]}},
+    "records of numeric text": {"dataframe_records": [{"x": "2.5"}, {"x": " 3 "}]},
+    "text that is no number": {"dataframe_split": {"columns": ["x"], "data": [["1.5"], ["abc"]]}},
 }
 
 

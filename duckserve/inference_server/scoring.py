@@ -32,6 +32,7 @@ import io
 import json
 import re
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from duckserve.inference_server.decoding import (
@@ -174,13 +175,66 @@ def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec)
     key = present[0]
     value = payload[key]
     if key == "dataframe_split":
-        return _decode_split(value, method, body), params
+        return _as_pandas_casts(lambda v: _decode_split(v, method, body), value, method, key), params
     if key == "dataframe_records":
         if not isinstance(value, list):
             raise ProtocolError(f"Dataframe records format must be a list of records. Got "
                                 f"{'dictionary' if isinstance(value, dict) else type(value).__name__}.")
-        return frame_from_records(value, method, "dataframe_records"), params
+        return _as_pandas_casts(lambda v: frame_from_records(v, method, key), value, method, key), params
     return _decode_tensor_style(value, method, key, body), params
+
+
+def _as_pandas_casts(decode: Callable[[Any], Inputs], value: Any, method: MethodSpec, key: str) -> Inputs:
+    """``decode(value)``; when that fails, once more with numeric text and booleans in numeric
+    inputs turned into numbers, as MLflow's ``astype`` to the signature's types turns them for the
+    DataFrame formats (``"1.5"`` and ``true`` are a double's 1.5 and 1.0 there). The first error
+    stands when the second try fails too."""
+    try:
+        return decode(value)
+    except MissingInput:
+        raise
+    except ProtocolError as first:
+        cast = _numbers_from_text(value, method, key)
+        if cast is None:
+            raise
+        try:
+            return decode(cast)
+        except ProtocolError:
+            raise first from None
+
+
+def _numbers_from_text(value: Any, method: MethodSpec, key: str) -> Any:
+    """The DataFrame-format value with numeric inputs' strings and booleans cast; None when the
+    shape is unusual or nothing is cast."""
+    from duckserve.inference_server.datatypes import FLOAT_TYPES, INTEGER_TYPES
+
+    kinds = {f.name.lower(): float if f.dtype in FLOAT_TYPES else int for f in method.inputs
+             if not f.shape and (f.dtype in FLOAT_TYPES or f.dtype in INTEGER_TYPES)}
+    changed = [False]
+
+    def cast(cell: Any, kind: type | None) -> Any:
+        if kind is None or not isinstance(cell, (str, bool)):
+            return cell
+        try:
+            number = kind(cell)
+        except (ValueError, OverflowError):
+            return cell
+        changed[0] = True
+        return number
+
+    if key == "dataframe_records":
+        if not all(isinstance(record, dict) for record in value):
+            return None
+        records = [{k: cast(v, kinds.get(str(k).lower())) for k, v in record.items()} for record in value]
+        return records if changed[0] else None
+    if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+        return None
+    columns = value.get("columns")
+    names = columns if isinstance(columns, list) else [f.name for f in method.inputs]
+    row_kinds = [kinds.get(str(name).lower()) for name in names]
+    data = [[cast(cell, row_kinds[j] if j < len(row_kinds) else None) for j, cell in enumerate(row)]
+            if type(row) is list else row for row in value["data"]]
+    return {**value, "data": data} if changed[0] else None
 
 
 def _split_of_block(split: tuple[bytes, Any], method: MethodSpec) -> tuple[Inputs, Any] | None:
