@@ -87,6 +87,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         self.disconnected: asyncio.Event | None = None
         self.reading_paused = False
+        self.eof = False  # the client half-closed: answer what it sent, then close
 
     # -- connection -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -164,10 +165,11 @@ class HTTPProtocol(asyncio.Protocol):
             self.reading_paused = True
 
     def eof_received(self) -> bool | None:
+        self.eof = True
         if self.task is None:
             self._close()
             return None
-        return True  # keep the transport to answer the request in flight (a half-closed client)
+        return True  # keep the transport to answer the requests in flight and pipelined behind it
 
     def _advance(self) -> None:
         """Parse as much as the buffer holds; start the application once a request is complete."""
@@ -248,6 +250,8 @@ class HTTPProtocol(asyncio.Protocol):
         if self.buffer:
             self._arm(self.limits.head_timeout, self._head_timeout)
             self._advance()
+        if self.eof and self.task is None:
+            self._close()  # nothing more will come: what is left in the buffer is an incomplete request
 
     def idle(self) -> bool:
         return self.task is None and self.head is None and not self.buffer
