@@ -18,6 +18,7 @@ import duckserve
 from duckserve.engine.events import EVENT, LOG, METRIC, event_table
 from duckserve.model import CustomModel, ModelContext, inference_api
 from duckserve.registry import Registry
+from tests.test_service_control import wait_for
 
 pytestmark = pytest.mark.xdist_group("telemetry")
 
@@ -137,25 +138,15 @@ def test_the_controller_records_metrics_over_time_unread(account: dict[str, Any]
                 out[row.timestamp] = out.get(row.timestamp, 0.0) + row.value
         return out
 
-    first = wait_until(lambda: samples(), "a controller sample")
+    first = wait_for("a controller sample", lambda: samples())
     cur.execute("SELECT count(tele_svc!predict(x)) FROM range(250) t(x)")
     assert cur.fetchone() == (250,)
     done = time.time()
     baseline = first[min(first)]
-    later = wait_until(lambda: {t: v for t, v in samples().items() if t > done + 0.1}, "a sample after the query")
+    later = wait_for("a sample after the query", lambda: {t: v for t, v in samples().items() if t > done + 0.1})
     assert later[min(later)] >= baseline + 250
     # and on: at the interval the test set (0.5 s; the controller looks once a second)
-    wait_until(lambda: len(samples()) >= 4, "more samples")
-
-
-def wait_until(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for("more samples", lambda: len(samples()) >= 4)
 
 
 def test_old_metric_samples_are_thinned_and_other_rows_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

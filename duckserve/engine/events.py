@@ -171,20 +171,20 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def metrics_detail_hours() -> float:
-    text = os.environ.get(ENV_METRICS_DETAIL)
+def _env_number(name: str, default: float, unit: str) -> float:
+    text = os.environ.get(name)
     try:
-        return float(text) if text else DEFAULT_METRICS_DETAIL_HOURS
+        return float(text) if text else default
     except ValueError:
-        raise ProgrammingError(f"${ENV_METRICS_DETAIL} must be a number of hours, got {text!r}") from None
+        raise ProgrammingError(f"${name} must be a number of {unit}, got {text!r}") from None
+
+
+def metrics_detail_hours() -> float:
+    return _env_number(ENV_METRICS_DETAIL, DEFAULT_METRICS_DETAIL_HOURS, "hours")
 
 
 def default_retention_days() -> float:
-    text = os.environ.get(ENV_RETENTION)
-    try:
-        return float(text) if text else DEFAULT_RETENTION_DAYS
-    except ValueError:
-        raise ProgrammingError(f"${ENV_RETENTION} must be a number of days, got {text!r}") from None
+    return _env_number(ENV_RETENTION, DEFAULT_RETENTION_DAYS, "days")
 
 
 class EventTable:
