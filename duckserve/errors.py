@@ -74,3 +74,18 @@ class ServiceError(OperationalError):
 
 class BuildError(OperationalError):
     """A model environment could not be built; the message names the package and the log to read."""
+
+
+class DBAPIExceptions:
+    """PEP 249's exception classes as attributes, as a connection (and a DB-API module) carries them."""
+
+    Warning = Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError

@@ -88,22 +88,11 @@ def translate_duckdb_error(exc: Exception, sql: str = "") -> errors.Error:
     return errors.DatabaseError(str(exc))
 
 
-class Connection:
+class Connection(errors.DBAPIExceptions):
     """PEP 249 connection over one DuckDB database and the account in ``home``.
 
     ``python_variables=False`` hides every Python variable from DuckDB's replacement scans (for
     fronts that run statements on behalf of other processes)."""
-
-    Warning = errors.Warning
-    Error = errors.Error
-    InterfaceError = errors.InterfaceError
-    DatabaseError = errors.DatabaseError
-    DataError = errors.DataError
-    OperationalError = errors.OperationalError
-    IntegrityError = errors.IntegrityError
-    InternalError = errors.InternalError
-    ProgrammingError = errors.ProgrammingError
-    NotSupportedError = errors.NotSupportedError
 
     def __init__(self, database: str = ":memory:", home: str | None = None, user: str | None = None,
                  role: str | None = None, warehouse: str | None = None, read_only: bool = False,

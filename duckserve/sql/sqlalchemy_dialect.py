@@ -34,22 +34,23 @@ _DUCKDB_TYPES: dict[str, Any] = {
 }
 
 
-class DBAPI:
+def _filtered(query: str, params: dict[str, Any], filter_names: Any, column: str, order_by: str) -> sql.TextClause:
+    """The reflection query in ``order_by`` order, only of the tables ``filter_names`` lists (when given)."""
+    if filter_names:
+        query += f" AND {column} IN :filter_names"
+        params["filter_names"] = list(filter_names)
+    statement = sql.text(f"{query} ORDER BY {order_by}")
+    if filter_names:
+        statement = statement.bindparams(sql.bindparam("filter_names", expanding=True))
+    return statement
+
+
+class DBAPI(errors.DBAPIExceptions):
     """The DB-API module SQLAlchemy sees: duckserve's exceptions and paramstyle."""
 
     paramstyle = "numeric_dollar"  # $1, $2: what duckdb-engine compiles to under SQLAlchemy 2
     apilevel = "2.0"
     threadsafety = 1
-    Warning = errors.Warning
-    Error = errors.Error
-    InterfaceError = errors.InterfaceError
-    DatabaseError = errors.DatabaseError
-    DataError = errors.DataError
-    OperationalError = errors.OperationalError
-    IntegrityError = errors.IntegrityError
-    InternalError = errors.InternalError
-    ProgrammingError = errors.ProgrammingError
-    NotSupportedError = errors.NotSupportedError
     TransactionException = errors.OperationalError
     ParserException = errors.ProgrammingError
 
@@ -229,12 +230,7 @@ class DuckServeDialect(DuckDBDialect):
         SQLAlchemy 2.1."""
         from sqlalchemy.engine.reflection import ObjectKind
 
-        database, schema_name = self.identifier_preparer._separate(schema) if schema else (None, "main")
-        where = ["NOT c.internal", "c.schema_name = :schema_name",
-                 "c.database_name = " + (":database_name" if database else "current_database()")]
-        params: dict[str, Any] = {"schema_name": schema_name}
-        if database:
-            params["database_name"] = database
+        in_schema, params = self._in_schema(schema, "c.")
         kinds = kind if kind is not None else ObjectKind.ANY
         relations = []
         if ObjectKind.TABLE in kinds:
@@ -248,13 +244,8 @@ class DuckServeDialect(DuckDBDialect):
         query = (f"SELECT c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default, c.comment "
                  f"FROM duckdb_columns() AS c JOIN ({' UNION ALL '.join(relations)}) AS r "
                  f"ON r.database_name = c.database_name AND r.schema_name = c.schema_name "
-                 f"AND r.table_name = c.table_name WHERE {' AND '.join(where)}")
-        if filter_names:
-            query += " AND c.table_name IN :filter_names"
-            params["filter_names"] = list(filter_names)
-        statement = sql.text(query + " ORDER BY c.table_name, c.column_index")
-        if filter_names:
-            statement = statement.bindparams(sql.bindparam("filter_names", expanding=True))
+                 f"AND r.table_name = c.table_name WHERE NOT c.internal AND {in_schema}")
+        statement = _filtered(query, params, filter_names, "c.table_name", "c.table_name, c.column_index")
         columns: dict[tuple[Any, str], list[dict[str, Any]]] = {}
         for table, name, data_type, nullable, default, comment in connection.execute(statement, params):
             columns.setdefault((schema, table), []).append({
@@ -268,21 +259,23 @@ class DuckServeDialect(DuckDBDialect):
         return [v for v in super().get_view_names(connection, schema, include, **kw)
                 if not v.startswith("__duckserve")]
 
-    def _constraints(self, connection: Any, schema: Any, filter_names: Any, kind: str) -> list[Any]:
+    def _in_schema(self, schema: Any, prefix: str = "") -> tuple[str, dict[str, Any]]:
+        """The condition that a catalog row is in the reflected ``schema`` ([database.]schema, DuckDB's
+        main by default; its columns named with ``prefix``) and the condition's parameters."""
         database, schema_name = self.identifier_preparer._separate(schema) if schema else (None, "main")
-        query = ("SELECT table_name, constraint_name, constraint_column_names, referenced_table, "
-                 "referenced_column_names, expression FROM duckdb_constraints() WHERE constraint_type = :kind "
-                 "AND schema_name = :schema_name AND database_name = "
-                 + (":database_name" if database else "current_database()"))
-        params: dict[str, Any] = {"kind": kind, "schema_name": schema_name}
+        params: dict[str, Any] = {"schema_name": schema_name}
         if database:
             params["database_name"] = database
-        if filter_names:
-            query += " AND table_name IN :filter_names"
-            params["filter_names"] = list(filter_names)
-        statement = sql.text(query + " ORDER BY table_name, constraint_index")
-        if filter_names:
-            statement = statement.bindparams(sql.bindparam("filter_names", expanding=True))
+        return (f"{prefix}schema_name = :schema_name AND {prefix}database_name = "
+                + (":database_name" if database else "current_database()"), params)
+
+    def _constraints(self, connection: Any, schema: Any, filter_names: Any, kind: str) -> list[Any]:
+        in_schema, params = self._in_schema(schema)
+        params["kind"] = kind
+        query = ("SELECT table_name, constraint_name, constraint_column_names, referenced_table, "
+                 "referenced_column_names, expression FROM duckdb_constraints() WHERE constraint_type = :kind "
+                 f"AND {in_schema}")
+        statement = _filtered(query, params, filter_names, "table_name", "table_name, constraint_index")
         return list(connection.execute(statement, params))
 
     def get_multi_pk_constraint(self, connection: Any, schema: Any = None, filter_names: Any = None,  # type: ignore[override]
