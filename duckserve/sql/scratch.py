@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime
 import threading
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pyarrow as pa
 RESULT_SETTINGS = ("TimeZone", "Calendar", "arrow_lossless_conversion", "produce_arrow_string_view",
                    "arrow_large_buffer_size", "arrow_output_list_view", "arrow_output_version")
 
+T = TypeVar("T")
 
 
 def arrow_reader(con: duckdb.DuckDBPyConnection, rows_per_batch: int) -> pa.RecordBatchReader | None:
@@ -120,8 +121,8 @@ class Scratch:
                 "Read the result in the form you need before running another statement on the connection"
             ) from exc
 
-    def rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
-        """The table's rows as DuckDB's Python conversion gives them."""
+    def _read(self, table: pa.Table, read: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``read`` of ``SELECT *`` over the table, in the time zone its TIMESTAMPTZ columns were written in."""
         with self._lock:
             con = self._connection()
             zone = arrow_time_zone(table.schema)
@@ -129,22 +130,17 @@ class Scratch:
                 con.execute(f"SET TimeZone = '{zone}'")
             con.register("__piece", table)
             try:
-                return con.execute("SELECT * FROM __piece").fetchall()
+                return read(con.execute("SELECT * FROM __piece"))
             finally:
                 con.unregister("__piece")
 
+    def rows(self, table: pa.Table) -> list[tuple[Any, ...]]:
+        """The table's rows as DuckDB's Python conversion gives them."""
+        return self._read(table, lambda result: result.fetchall())
+
     def df(self, table: pa.Table) -> Any:
         """The table as DuckDB's pandas DataFrame."""
-        with self._lock:
-            con = self._connection()
-            zone = arrow_time_zone(table.schema)
-            if zone:
-                con.execute(f"SET TimeZone = '{zone}'")
-            con.register("__piece", table)
-            try:
-                return con.execute("SELECT * FROM __piece").df()
-            finally:
-                con.unregister("__piece")
+        return self._read(table, lambda result: result.df())
 
     def arrow(self, pieces: Sequence[Any], names: Sequence[str], types: Sequence[Any],
               settings: dict[str, str] | None = None) -> pa.Table:
