@@ -90,41 +90,51 @@ def _version(match: re.Match[str]) -> str:
     return f"SELECT '{SERVER_VERSION}' AS \"CURRENT_VERSION()\""
 
 
+def _listing(match: re.Match[str], name: str, columns: str, source: str) -> str:
+    """A SHOW listing: ``created_on``, the ``name`` column as ``name``, the other ``columns``, from
+    ``source`` (a table function and its WHERE condition), with the statement's LIKE, LIMIT and FROM."""
+    return (f"SELECT * FROM (SELECT NULL::TIMESTAMPTZ AS created_on, {shown(name)} AS name, {columns} "
+            f"FROM {source}{_like(match, name)} ORDER BY name){_limit(match)}")
+
+
 def _schemas(match: re.Match[str]) -> str:
     database = match.group("db")
     where = _matches("database_name", _parts(database)[-1]) if database else "database_name = current_database()"
-    return (f"SELECT * FROM (SELECT NULL::TIMESTAMPTZ AS created_on, {shown('schema_name')} AS name, "
-            "CASE WHEN schema_name = current_schema() THEN 'Y' ELSE 'N' END AS is_default, "
-            "CASE WHEN schema_name = current_schema() THEN 'Y' ELSE 'N' END AS is_current, "
-            f"{shown('database_name')} AS database_name, '' AS owner, comment, '' AS options, "
-            "'1' AS retention_time, '' AS owner_role_type FROM duckdb_schemas() "
-            f"WHERE schema_name NOT IN ('information_schema', 'pg_catalog') AND {where}{_like(match, 'schema_name')} ORDER BY name){_limit(match)}")
+    return _listing(match, "schema_name",
+                    "CASE WHEN schema_name = current_schema() THEN 'Y' ELSE 'N' END AS is_default, "
+                    "CASE WHEN schema_name = current_schema() THEN 'Y' ELSE 'N' END AS is_current, "
+                    f"{shown('database_name')} AS database_name, '' AS owner, comment, '' AS options, "
+                    "'1' AS retention_time, '' AS owner_role_type",
+                    f"duckdb_schemas() WHERE schema_name NOT IN ('information_schema', 'pg_catalog') AND {where}")
 
 
 def _tables(match: re.Match[str]) -> str:
-    scope = _scope(match.group("in"))
-    return (f"SELECT * FROM (SELECT NULL::TIMESTAMPTZ AS created_on, {shown('table_name')} AS name, "
-            f"{shown('database_name')} AS database_name, {shown('schema_name')} AS schema_name, "
-            "CASE WHEN temporary THEN 'TEMPORARY' ELSE 'TABLE' END AS kind, comment, '' AS cluster_by, "
-            "estimated_size AS rows, NULL::BIGINT AS bytes, '' AS owner, '1' AS retention_time, "
-            "'OFF' AS automatic_clustering, 'OFF' AS change_tracking, 'N' AS is_external, 'N' AS is_event, "
-            "'N' AS is_hybrid, 'N' AS is_iceberg, 'N' AS is_dynamic, 'N' AS is_immutable "
-            f"FROM duckdb_tables() WHERE {scope}{_like(match, 'table_name')} ORDER BY name){_limit(match)}")
+    return _listing(match, "table_name",
+                    f"{shown('database_name')} AS database_name, {shown('schema_name')} AS schema_name, "
+                    "CASE WHEN temporary THEN 'TEMPORARY' ELSE 'TABLE' END AS kind, comment, '' AS cluster_by, "
+                    "estimated_size AS rows, NULL::BIGINT AS bytes, '' AS owner, '1' AS retention_time, "
+                    "'OFF' AS automatic_clustering, 'OFF' AS change_tracking, 'N' AS is_external, 'N' AS is_event, "
+                    "'N' AS is_hybrid, 'N' AS is_iceberg, 'N' AS is_dynamic, 'N' AS is_immutable",
+                    f"duckdb_tables() WHERE {_scope(match.group('in'))}")
 
 
 def _views(match: re.Match[str]) -> str:
-    scope = _scope(match.group("in"))
-    return (f"SELECT * FROM (SELECT NULL::TIMESTAMPTZ AS created_on, {shown('view_name')} AS name, '' AS reserved, "
-            f"{shown('database_name')} AS database_name, {shown('schema_name')} AS schema_name, '' AS owner, "
-            "comment, sql AS text, 'false' AS is_secure, 'false' AS is_materialized, '' AS owner_role_type, "
-            "'OFF' AS change_tracking, 'VIEW' AS kind FROM duckdb_views() "
-            f"WHERE NOT internal AND view_name NOT LIKE '__duckserve%' AND {scope}{_like(match, 'view_name')} "
-            f"ORDER BY name){_limit(match)}")
+    return _listing(match, "view_name",
+                    f"'' AS reserved, {shown('database_name')} AS database_name, "
+                    f"{shown('schema_name')} AS schema_name, '' AS owner, comment, sql AS text, 'false' AS is_secure, "
+                    "'false' AS is_materialized, '' AS owner_role_type, 'OFF' AS change_tracking, 'VIEW' AS kind",
+                    f"duckdb_views() WHERE NOT internal AND view_name NOT LIKE '__duckserve%' AND "
+                    f"{_scope(match.group('in'))}")
+
+
+def _key_scope(match: re.Match[str]) -> str:
+    """The condition for ``SHOW ... KEYS IN SCHEMA s`` or ``IN TABLE t``."""
+    target = match.group("target")
+    return _table_scope(target) if match.group("kind").upper() == "TABLE" else _scope(target)
 
 
 def _keys(constraint: str, match: re.Match[str]) -> str:
-    target = match.group("target")
-    scope = _table_scope(target) if match.group("kind").upper() == "TABLE" else _scope(target)
+    scope = _key_scope(match)
     return ("SELECT NULL::TIMESTAMPTZ AS created_on, " + shown("database_name") + " AS database_name, "
             + shown("schema_name") + " AS schema_name, " + shown("table_name") + " AS table_name, "
             + shown("column_name") + " AS column_name, key_sequence, "
@@ -136,8 +146,7 @@ def _keys(constraint: str, match: re.Match[str]) -> str:
 
 
 def _imported_keys(match: re.Match[str]) -> str:
-    target = match.group("target")
-    scope = _table_scope(target) if match.group("kind").upper() == "TABLE" else _scope(target)
+    scope = _key_scope(match)
     return ("SELECT NULL::TIMESTAMPTZ AS created_on, " + shown("database_name") + " AS pk_database_name, "
             + shown("schema_name") + " AS pk_schema_name, " + shown("referenced_table") + " AS pk_table_name, "
             + shown("pk_column") + " AS pk_column_name, " + shown("database_name") + " AS fk_database_name, "
