@@ -111,16 +111,6 @@ def _run_file(connection: Any, script: str, args: argparse.Namespace) -> int:
         return 2
 
 
-def shell_command(args: argparse.Namespace) -> int:
-    try:
-        connection = _connect(args)
-    except Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    with connection:
-        return _shell(connection, args, None)
-
-
 def manifests_command(args: argparse.Namespace) -> int:
     """Write a service's Kubernetes manifests (SYSTEM$GET_SERVICE_MANIFESTS) to stdout or a file."""
     import duckserve
@@ -182,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_argument("database", nargs="?", default=":memory:", help="DuckDB database file (default :memory:)")
     _connection_options(shell)
     _shell_options(shell)
-    shell.set_defaults(run=shell_command)
+    shell.set_defaults(run=sql_command, command=None, file=None)  # `sql` without -c or -f
 
     server = commands.add_parser("server", help="serve Snowflake's protocol, for Snowflake's drivers and tools")
     from duckserve.fronts.snowflake import server as snowflake_server
