@@ -6,12 +6,13 @@ test that cannot run fails instead (``make test`` installs and starts what is mi
 from __future__ import annotations
 
 import io
-import os
 import shutil
-
-import pytest
+from pathlib import Path
+from typing import Any
 
 from duckserve.errors import Error
+from tests import needs
+from tests.conftest import rows
 
 HOW = ("run `make test` as root (it installs docker.io, docker-registry and debootstrap with apt-get and starts "
        "dockerd), or install them and start dockerd yourself")
@@ -28,11 +29,8 @@ def require_docker() -> None:
         problem = str(exc)
     if problem is None and not (shutil.which("docker-registry") or shutil.which("registry")):
         problem = "Debian's docker-registry is not installed"
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: the container tests must run, but {problem}")
-    pytest.skip(f"needs Docker: {problem}. To enable: {HOW}")
+    if problem is not None:
+        needs.unavailable(f"needs Docker: {problem}. To enable: {HOW}")
 
 
 def base_reference() -> str:
@@ -53,6 +51,50 @@ def require_swarm() -> None:
     try:
         SwarmRuntime().check()
     except Error as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: the Swarm tests must run, but {exc}")
-        pytest.skip(f"needs a swarm: {exc}. To enable: {HOW} (tests/docker_host.py up initializes the swarm)")
+        needs.unavailable(f"needs a swarm: {exc}. To enable: {HOW} (tests/docker_host.py up initializes the swarm)")
+
+
+def engine() -> Any:
+    from duckserve.engine.runtimes.docker_engine import Engine
+
+    return Engine()
+
+
+def swarm_services(home: Path) -> list[dict[str, Any]]:
+    """The Swarm services of the account in ``home``."""
+    return engine().services(label=[f"io.duckserve.home={home}"])  # type: ignore[no-any-return]
+
+
+def set_node_label(node_id: str, label: str, add: bool) -> None:
+    """Add ``label=true`` to a swarm node (a compute pool's label puts the node in the pool), or remove it;
+    a node that has left the swarm is passed over."""
+    docker = engine()
+    node = docker.node(node_id)
+    if node is None:
+        return
+    labels = dict(node["Spec"].get("Labels") or {})
+    if add:
+        labels[label] = "true"
+    else:
+        labels.pop(label, None)
+    docker.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
+
+
+def close_swarm_account(conn: Any, home: Path) -> None:
+    """Drop the account's services and close it; then remove any Swarm service of it a failed test left."""
+    try:
+        for service in rows(conn, "SHOW SERVICES EXCLUDE JOBS"):
+            conn.execute(f"DROP SERVICE {service['name']}")
+    finally:
+        conn.close()
+        for service in swarm_services(home):
+            engine().remove_service(service["ID"])
+
+
+def remove_pulled_images(registry_host: str) -> None:
+    """The images Swarm's tasks pulled from a test's registry."""
+    docker = engine()
+    for image in docker.images("io.duckserve.build"):
+        names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        if any(name.startswith(registry_host + "/") for name in names):
+            docker.remove_image(image["Id"], force=True)

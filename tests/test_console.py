@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import duckserve
+from tests import needs
 from tests.console_account import SERVICE, ConsoleAccount, deploy, drop
 
 pytestmark = pytest.mark.xdist_group("console")
@@ -35,18 +36,11 @@ VIEWPORT = {"width": 1360, "height": 860}
 
 
 def _browser_or_skip() -> Any:
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright, reason = None, "the playwright package is not installed (make install brings it)"
-    if reason is None and not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        reason = f"Chromium is not installed at {CHROMIUM}: run apt-get install -y chromium (make test does, as root)"
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the console's browser tests cannot run on CI: {reason}")
-        pytest.skip(f"browser tests need headless Chromium: {reason}")
-    return sync_playwright
+    sync_api = needs.module("playwright.sync_api", "make install brings it")
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        needs.unavailable(f"browser tests need headless Chromium, and it is not installed at {CHROMIUM}: "
+                          "run apt-get install -y chromium (make test does, as root)")
+    return sync_api.sync_playwright
 
 
 @pytest.fixture(scope="module")

@@ -25,21 +25,18 @@ import duckserve
 from duckserve import errors
 from duckserve.registry import Registry
 from tests.conftest import rows
-from tests.docker_support import require_swarm
+from tests.docker_support import (
+    close_swarm_account,
+    engine,
+    remove_pulled_images,
+    require_swarm,
+    set_node_label,
+    swarm_services,
+)
 
 pytestmark = pytest.mark.xdist_group("swarm")
 
 ROWS = 100_000
-
-
-def engine() -> Any:
-    from duckserve.engine.runtimes.docker_engine import Engine
-
-    return Engine()
-
-
-def swarm_services(home: Path) -> list[dict[str, Any]]:
-    return engine().services(label=[f"io.duckserve.home={home}"])
 
 
 def running_tasks(service_id: str) -> list[dict[str, Any]]:
@@ -92,39 +89,14 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                "summary": summary, "before": before, "deploy_seconds": deployed}
     finally:
         try:
-            for service in rows(conn, "SHOW SERVICES EXCLUDE JOBS"):
-                conn.execute(f"DROP SERVICE {service['name']}")
+            close_swarm_account(conn, home)
         finally:
-            conn.close()
-            for service in swarm_services(home):   # a failed test's leftovers
-                engine().remove_service(service["ID"])
             set_node_label(node_id, label, add=False)
             from duckserve.engine.images.registry import LocalRegistry
 
             local = LocalRegistry(home)
             local.stop()
             remove_pulled_images(local.client.host)
-
-
-def remove_pulled_images(registry_host: str) -> None:
-    """The images Swarm's tasks pulled from the test's registry."""
-    docker = engine()
-    for image in docker.images("io.duckserve.build"):
-        names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-        if any(name.startswith(registry_host + "/") for name in names):
-            docker.remove_image(image["Id"], force=True)
-
-
-def set_node_label(node_id: str, label: str, add: bool) -> None:
-    docker = engine()
-    node = docker.node(node_id)
-    spec = node["Spec"]
-    labels = dict(spec.get("Labels") or {})
-    if add:
-        labels[label] = "true"
-    else:
-        labels.pop(label, None)
-    docker.update_node(node_id, node["Version"]["Index"], {**spec, "Labels": labels})
 
 
 def the_swarm_service(swarm: dict[str, Any]) -> dict[str, Any]:

@@ -20,30 +20,17 @@ from sklearn.linear_model import LinearRegression
 
 import duckserve
 from duckserve.registry import Registry
-from tests import swarm_node
+from tests import needs, swarm_node
 from tests.conftest import rows
-from tests.docker_support import require_swarm
+from tests.docker_support import (
+    close_swarm_account,
+    engine,
+    remove_pulled_images,
+    require_swarm,
+    set_node_label,
+)
 
 pytestmark = pytest.mark.xdist_group("swarm")
-
-
-def engine() -> Any:
-    from duckserve.engine.runtimes.docker_engine import Engine
-
-    return Engine()
-
-
-def label(node_id: str, key: str, add: bool) -> None:
-    docker = engine()
-    node = docker.node(node_id)
-    if node is None:
-        return
-    labels = dict(node["Spec"].get("Labels") or {})
-    if add:
-        labels[key] = "true"
-    else:
-        labels.pop(key, None)
-    docker.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +38,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     require_swarm()
     why = swarm_node.unavailable()
     if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: the two-node Swarm test must run, but {why}")
-        pytest.skip(f"needs a second swarm node on this machine: {why}")
+        needs.unavailable(f"needs a second swarm node on this machine: {why}")
     from duckserve.engine.runtimes.swarm import pool_label
 
     work = tmp_path_factory.mktemp("two_nodes")
@@ -67,21 +52,15 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     conn = duckserve.connect(home=str(home))
     try:
         for node_id in (manager, node.node_id):
-            label(node_id, key, add=True)
+            set_node_label(node_id, key, add=True)
         conn.execute(f"CREATE COMPUTE POOL {pool} MIN_NODES = 2 MAX_NODES = 2 INSTANCE_FAMILY = 'CPU_X64_XS' "
                      "RUNTIME = 'SWARM'; CREATE IMAGE REPOSITORY images")
         yield {"conn": conn, "home": home, "pool": pool, "node": node, "manager": manager}
     finally:
         try:
-            for service in rows(conn, "SHOW SERVICES EXCLUDE JOBS"):
-                conn.execute(f"DROP SERVICE {service['name']}")
+            close_swarm_account(conn, home)
         finally:
-            conn.close()
-            for service in engine().services(label=[f"io.duckserve.home={home}"]):
-                engine().remove_service(service["ID"])
-            label(manager, key, add=False)
-            from tests.test_swarm import remove_pulled_images
-
+            set_node_label(manager, key, add=False)
             remove_pulled_images(node.registry_host)   # the second node's images go with its data root
             node.remove()
             if previous is None:
