@@ -57,15 +57,23 @@ def start_server(name: str, argv: list[str], workdir: Path, ready_path: str, env
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", *argv, "--port", "0", "--port-file", str(port_file)],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Server(name, process, log_path, scheme=scheme)
-    deadline = time.monotonic() + START_TIMEOUT
+    return wait_until_ready(Server(name, process, log_path, scheme=scheme), ready_path, port_file, verify=verify)
+
+
+def wait_until_ready(server: Server, ready_path: str, port_file: Path | None = None, timeout: float = START_TIMEOUT,
+                     verify: Any = True) -> Server:
+    """Wait until ``ready_path`` answers 200 (on the port the server writes to ``port_file``, when
+    given); fail the test with the server's log when it exits or the time runs out."""
+    deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=5.0, verify=verify) as client:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode} before it was ready; its log:\n{server.log()}")
-            text = port_file.read_text().strip() if port_file.exists() else ""
+            if server.process.poll() is not None:
+                pytest.fail(f"{server.name} exited with {server.process.returncode} before it was ready; its log:\n"
+                            f"{server.log()}")
+            text = port_file.read_text().strip() if port_file is not None and port_file.exists() else ""
             if text:
                 server.port = int(text)
+            if server.port:
                 try:
                     if client.get(server.url + ready_path).status_code == 200:
                         return server
@@ -73,7 +81,7 @@ def start_server(name: str, argv: list[str], workdir: Path, ready_path: str, env
                     pass
             time.sleep(0.05)
     server.stop()
-    pytest.fail(f"{name} was not ready within {START_TIMEOUT:.0f} s; its log:\n{server.log()}")
+    pytest.fail(f"{server.name} was not ready within {timeout:.0f} s; its log:\n{server.log()}")
 
 
 def start_inference_server(package: Path, workdir: Path, name: str, service: str | None = None,

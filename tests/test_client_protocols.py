@@ -27,7 +27,7 @@ from duckserve.engine.account import Account
 from duckserve.engine.catalog import CatalogObject
 from duckserve.inference_server.handlers import save_package
 from duckserve.model import CustomModel, inference_api
-from tests.servers import Server, start_inference_server, start_ingress
+from tests.servers import Server, start_inference_server, start_ingress, wait_until_ready
 
 pytestmark = pytest.mark.xdist_group("server")
 
@@ -80,20 +80,7 @@ def start_mlflow_server(model_dir: Path, workdir: Path) -> Server:
         process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
                                     "--log-level", "warning", "mlflow.pyfunc.scoring_server.app:app"],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Server("mlflow", process, log_path, port)
-    deadline = time.monotonic() + 120
-    with httpx.Client(trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"MLflow's scoring server exited:\n{server.log()}")
-            try:
-                if client.get(server.url + "/ping").status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    server.stop()
-    pytest.fail(f"MLflow's scoring server did not start:\n{server.log()}")
+    return wait_until_ready(Server("MLflow's scoring server", process, log_path, port), "/ping", timeout=120)
 
 
 @pytest.fixture(scope="module")
