@@ -21,10 +21,11 @@ from sklearn.linear_model import LogisticRegression
 
 import duckserve
 from duckserve import errors
-from duckserve.model import CustomModel, ModelContext, inference_api
+from duckserve.model import ModelContext
 from duckserve.registry import Registry
 from tests import model_kinds as K
 from tests.conftest import rows
+from tests.custom_models import PlusOne
 
 pytestmark = pytest.mark.xdist_group("gpu")
 
@@ -34,12 +35,6 @@ CREATE COMPUTE POOL IF NOT EXISTS gpu_pool MIN_NODES = 1 MAX_NODES = 2 INSTANCE_
 CREATE COMPUTE POOL IF NOT EXISTS big_gpu_pool MIN_NODES = 1 MAX_NODES = 2 INSTANCE_FAMILY = 'GPU_NV_M';
 CREATE IMAGE REPOSITORY IF NOT EXISTS images;
 """
-
-
-class PlusOne(CustomModel):
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"Y": X["X"] + 1})
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,12 @@ import yaml
 import duckserve
 from duckserve import errors
 from duckserve.engine.services.manifests import KUBERNETES_VERSION, POOL_LABEL
-from duckserve.model import CustomModel, ModelContext, inference_api
+from duckserve.model import ModelContext
 from duckserve.registry import Registry
 from tests.conftest import rows
+from tests.custom_models import PlusOne
 
 pytestmark = pytest.mark.xdist_group("manifests")
-
-
-class PlusOne(CustomModel):
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"Y": X["X"] + 1})
 
 
 @pytest.fixture(scope="module")
