@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -61,6 +61,26 @@ def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def trained(X: np.ndarray, y: np.ndarray) -> tuple[LogisticRegression, pd.DataFrame]:
+    """The benchmarks' model (fitted on the first 50,000 rows) and its sample input (10 rows, under the
+    upper-case names of its signature)."""
+    model = LogisticRegression(max_iter=200).fit(X[:50_000], y[:50_000])
+    return model, pd.DataFrame(X[:10], columns=[c.upper() for c in FEATURES])
+
+
+def features_table(conn: Any, X: np.ndarray) -> None:
+    """The rows as table ``t`` (columns f0 ... f7) of a duckserve connection."""
+    conn.duckdb.register("frame", pd.DataFrame(X, columns=FEATURES))
+    conn.execute("CREATE TABLE t AS SELECT * FROM frame")
+
+
+def log_versions(conn: Any, model: Any, sample: pd.DataFrame, *versions: str) -> list[Any]:
+    """The model logged as ``bench_model``, once per version name."""
+    registry = Registry(conn)
+    return [registry.log_model(model, model_name="bench_model", version_name=version, sample_input_data=sample)
+            for version in versions]
+
+
 def in_process_udf(X: np.ndarray, model: LogisticRegression, threads: int) -> Callable[[], Any]:
     """(b): what a user writes by hand, on its own DuckDB connection."""
     con = duckdb.connect()
@@ -93,6 +113,19 @@ def service_query(conn: Any, query: str, warehouse: str, threads: int, wire: str
     return run
 
 
+def runtime_measurements(conn: Any, want: int, runtimes: Sequence[str]) -> dict[str, Callable[[], Any]]:
+    """For each runtime, ``SELECT sum(<runtime>_svc!predict(...)) FROM t`` on XSMALL at 1 and 2 DuckDB
+    threads, its answer checked against the model's (``want``) first."""
+    measurements: dict[str, Callable[[], Any]] = {}
+    for name in runtimes:
+        query = f"SELECT sum({name}_svc!predict({', '.join(FEATURES)})) FROM t"
+        assert conn.execute(query).fetchone()[0] == want, f"{name} answers differ from the model's"
+        for threads in (1, 2):
+            measurements[f"{name}: svc!predict, XSMALL, {threads} thread(s)"] = service_query(
+                conn, query, "compute_wh", threads)
+    return measurements
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -100,7 +133,7 @@ def main() -> int:
     args = parser.parse_args()
     rows, runs = args.rows, args.runs
     X, y = data(rows)
-    model = LogisticRegression(max_iter=200).fit(X[:50_000], y[:50_000])
+    model, sample = trained(X, y)
     measurements: dict[str, Callable[[], Any]] = {"(a) model.predict on numpy": lambda: model.predict(X)}
     for threads in (1, 2):
         measurements[f"(b) in-process DuckDB UDF, {threads} thread(s)"] = in_process_udf(X, model, threads)
@@ -113,10 +146,8 @@ def main() -> int:
             CREATE WAREHOUSE medium_wh WAREHOUSE_SIZE = 'MEDIUM';
             USE WAREHOUSE compute_wh;
         """)
-        conn.duckdb.register("frame", pd.DataFrame(X, columns=FEATURES))
-        conn.execute("CREATE TABLE t AS SELECT * FROM frame")
-        mv = Registry(conn).log_model(model, model_name="bench_model", sample_input_data=pd.DataFrame(
-            X[:10], columns=[c.upper() for c in FEATURES]))
+        features_table(conn, X)
+        mv = Registry(conn).log_model(model, model_name="bench_model", sample_input_data=sample)
         started = time.perf_counter()
         mv.create_service(service_name="bench_svc", service_compute_pool="bench_pool", image_repo="bench_images")
         conn.execute(f"SELECT bench_svc!predict({', '.join(FEATURES)}) FROM t LIMIT 1").fetchall()

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +117,16 @@ def main() -> int:
             select = "SELECT i, f, s FROM big"
             predict = f"SELECT id, {service}!predict(f1, f2, f3) AS label FROM feats"
 
-            def via_connector(sql: str, pandas: bool) -> Any:
-                cursor = remote.cursor()
-                cursor.execute(sql)
-                result = cursor.fetch_pandas_all() if pandas else cursor.fetchall()
-                assert len(result) == args.rows, len(result)
-                return result
+            def via(connection: Any) -> Callable[[str, bool], Any]:
+                def fetch(sql: str, pandas: bool) -> Any:
+                    cursor = connection.cursor()
+                    cursor.execute(sql)
+                    result = cursor.fetch_pandas_all() if pandas else cursor.fetchall()
+                    assert len(result) == args.rows, len(result)
+                    return result
+                return fetch
 
-            def via_local(sql: str, pandas: bool) -> Any:
-                cursor = local.cursor()
-                cursor.execute(sql)
-                result = cursor.fetch_pandas_all() if pandas else cursor.fetchall()
-                assert len(result) == args.rows, len(result)
-                return result
+            via_connector, via_local = via(remote), via(local)
 
             # the answers agree before anything is timed
             answers = [side(predict, True).sort_values("id")["label"].tolist() for side in (via_connector, via_local)]

@@ -26,15 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import FEATURES, data, interleaved_medians, service_query  # noqa: E402
+from run import (  # noqa: E402
+    FEATURES,
+    data,
+    features_table,
+    interleaved_medians,
+    log_versions,
+    runtime_measurements,
+    service_query,
+    trained,
+)
 
 import duckserve  # noqa: E402
-from duckserve.registry import Registry  # noqa: E402
 
 REQUESTS = {"cpu_requests": "2", "memory_requests": "4Gi"}
 
@@ -72,8 +78,7 @@ def main() -> int:
 
     SwarmRuntime().check()
     X, y = data(args.rows)
-    model = LogisticRegression(max_iter=200).fit(X[:50_000], y[:50_000])
-    sample = pd.DataFrame(X[:10], columns=[c.upper() for c in FEATURES])
+    model, sample = trained(X, y)
     results: dict[str, float] = {}
     pool = f"BENCH_SWARM_{os.getpid()}"
     services = ("process_svc", "docker_svc", "swarm_svc", "swarm2_svc", "swarm_v2_svc")
@@ -87,11 +92,8 @@ def main() -> int:
             CREATE IMAGE REPOSITORY bench_images;
         """)
         label_node(pool, add=True)
-        conn.duckdb.register("frame", pd.DataFrame(X, columns=FEATURES))
-        conn.execute("CREATE TABLE t AS SELECT * FROM frame")
-        reg = Registry(conn)
-        v1 = reg.log_model(model, model_name="bench_model", version_name="v1", sample_input_data=sample)
-        v2 = reg.log_model(model, model_name="bench_model", version_name="v2", sample_input_data=sample)
+        features_table(conn, X)
+        v1, v2 = log_versions(conn, model, sample, "v1", "v2")
         try:
             results["Docker: create_service to first answer, image built or layers cached, s"] = first_answer(
                 conn, v1, "docker_svc", "docker_pool")
@@ -105,13 +107,7 @@ def main() -> int:
             results["process: create_service to first answer, environment built, s"] = first_answer(
                 conn, v1, "process_svc", "process_pool")
             want = int(model.predict(X).sum())
-            measurements = {}
-            for name in ("process", "docker", "swarm"):
-                query = f"SELECT sum({name}_svc!predict({', '.join(FEATURES)})) FROM t"
-                assert conn.execute(query).fetchone()[0] == want, f"{name} answers differ from the model's"
-                for threads in (1, 2):
-                    measurements[f"{name}: svc!predict, XSMALL, {threads} thread(s)"] = service_query(
-                        conn, query, "compute_wh", threads)
+            measurements = runtime_measurements(conn, want, ("process", "docker", "swarm"))
             timings = interleaved_medians(measurements, {name: args.runs for name in measurements})
             # then two replicas of one core each (cpu_requests = 1; the node holds 2 CPUs of reservations):
             # the client balances over the tasks; against the process runtime again, in rounds
