@@ -11,23 +11,15 @@ network or behind a TLS-terminating proxy.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
+from duckserve.fronts.addresses import is_loopback
+
 DEFAULT_PORT = 8765
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(host: str, port: int, database: str, home: str | None, port_file: str | None = None,
