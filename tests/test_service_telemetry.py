@@ -319,3 +319,30 @@ def test_a_scaled_away_instance_keeps_its_log(account: dict[str, Any]) -> None:
     cur.execute("""SELECT VALUE:message FROM SNOWFLAKE.TELEMETRY.EVENTS WHERE RECORD:name = 'SERVICE.SCALED'
                    AND RESOURCE_ATTRIBUTES:"snow.service.name" = 'TELE_SVC'""")
     assert len(cur.fetchall()) >= 2
+
+
+def test_a_running_service_needs_no_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the controller (DUCKSERVE_CONTROLLER=off) a service answers its calls and its metrics
+    are there when read: reading samples it."""
+    from duckserve.engine.controller import controller_running
+
+    monkeypatch.setenv("DUCKSERVE_CONTROLLER", "off")
+    home = tmp_path / "home"
+    conn = duckserve.connect(home=str(home))
+    try:
+        conn.execute("CREATE COMPUTE POOL lone_pool MIN_NODES = 1 MAX_NODES = 1 INSTANCE_FAMILY = 'CPU_X64_XS'; "
+                     "CREATE IMAGE REPOSITORY lone_images")
+        mv = Registry(conn).log_model(Doubler(ModelContext()), model_name="doubler",
+                                      sample_input_data=pd.DataFrame({"X": [1.0]}))
+        mv.create_service(service_name="alone", service_compute_pool="lone_pool", image_repo="lone_images",
+                          num_workers=1, max_instances=1)
+        cur = conn.cursor()
+        cur.execute("SELECT sum(alone!predict(x)) FROM range(40) t(x)")
+        assert cur.fetchone() == (2.0 * sum(range(40)),)
+        cur.execute("SELECT VALUE FROM TABLE(alone!SPCS_GET_METRICS()) WHERE METRIC_NAME = 'inference.rows' "
+                    "AND RECORD_ATTRIBUTES:status = '200'")
+        assert [float(v) for (v,) in cur.fetchall()] == [40.0]  # one sample: the reader's own
+        assert not controller_running(home)
+    finally:
+        conn.execute("DROP SERVICE IF EXISTS alone")
+        conn.close()

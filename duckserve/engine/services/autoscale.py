@@ -13,7 +13,8 @@ requests in flight, so 20 / target instances). The decision:
 - fewer only after every look for the cool-down (``DUCKSERVE_SCALE_DOWN_COOLDOWN``, default 300 s,
   the seed's five minutes) wanted fewer, and then the most any of those looks wanted;
 - MIN_INSTANCES = 0: zero once no request came for ``DUCKSERVE_SCALE_TO_ZERO_SECS`` (default 1800);
-  the next call starts an instance and waits for it (up to ``DUCKSERVE_READY_TIMEOUT``, 180 s).
+  the next call, or the next request to the service's ingress, starts an instance and waits for it
+  (up to ``DUCKSERVE_READY_TIMEOUT``, 180 s).
 
 The pool's MAX_NODES bounds the instances of all its services together: what does not fit waits as
 PENDING (SHOW SERVICE INSTANCES) with a message naming the pool and its limit.
