@@ -499,3 +499,7 @@ def test_openapi_document_lists_every_route(world: World) -> None:
     assert document["openapi"].startswith("3.")
     for path in ("/invocations", "/serving-endpoints/{endpoint}/invocations", "/v2/models/{model}/infer", "/{method}"):
         assert path in document["paths"]
+    invocations = document["paths"]["/invocations"]["post"]
+    assert set(invocations["requestBody"]["content"]) == {"application/json", "text/csv",
+                                                          "application/vnd.apache.parquet"}
+    assert "415" in invocations["responses"] and "405" in document["paths"]["/{method}"]["get"]["responses"]

@@ -62,6 +62,7 @@ class Route:
     summary: str
     body: str | None = None  # the request body's kind, for the OpenAPI document
     statuses: tuple[int, ...] = (200, 400, 401, 403, 404, 413, 429, 503)
+    answers: str = "application/json"  # the media type of a successful answer
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -70,7 +71,8 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route(("GET",), "/healthz", "healthz", True, "Liveness of the ingress itself", statuses=(200,)),
+    Route(("GET",), "/healthz", "healthz", True, "Liveness of the ingress itself", statuses=(200,),
+          answers="text/plain"),
     Route(("GET",), "/openapi.json", "openapi", True, "This document", statuses=(200,)),
     Route(("GET",), "/v2/health/live", "v2_live", True, "Open Inference Protocol: server liveness", statuses=(200,)),
     Route(("GET",), "/v2/health/ready", "v2_ready", True, "Open Inference Protocol: server readiness",
@@ -86,14 +88,15 @@ ROUTES: tuple[Route, ...] = (
           "Open Inference Protocol: model version readiness"),
     Route(("POST",), "/v2/models/{model}/versions/{version}/infer", "forward_v2", False,
           "Open Inference Protocol: inference on a version", body="v2"),
-    Route(("POST",), "/invocations", "invocations", False, "MLflow scoring protocol", body="mlflow"),
+    Route(("POST",), "/invocations", "invocations", False, "MLflow scoring protocol", body="mlflow",
+          statuses=(200, 400, 401, 403, 404, 413, 415, 429, 503)),
     Route(("POST",), "/serving-endpoints/{endpoint}/invocations", "invocations", False,
-          "MLflow scoring protocol, Databricks' path", body="mlflow"),
+          "MLflow scoring protocol, Databricks' path", body="mlflow", statuses=(200, 400, 401, 403, 404, 413, 415, 429, 503)),
     Route(("POST",), "/{method}", "service_function", False,
           "Snowflake's service-function (external function) protocol", body="snowflake",
           statuses=(200, 202, 400, 401, 403, 404, 413, 429, 503)),
     Route(("GET",), "/{method}", "poll", False, "Poll a Snowflake batch answered 202",
-          statuses=(200, 202, 400, 401, 403, 404)),
+          statuses=(200, 202, 400, 401, 403, 404, 405)),
 )
 
 

@@ -6,6 +6,10 @@ from typing import Any
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "code": {"type": "integer"}}}
+#: the instance's errors on MLflow's routes are MLflow's (the ingress's own refusals stay `_ERROR`)
+_MLFLOW_ERROR = {"anyOf": [_ERROR, {"type": "object", "required": ["error_code", "message"], "properties": {
+    "error_code": {"type": "string"}, "message": {"type": "string"}, "sqlstate": {"type": "string"},
+    "error_class": {"type": "string"}, "stack_trace": {"type": "string"}}}]}
 _REASONS = {200: "the answer", 202: "accepted: poll with GET and the same headers", 400: "a malformed request",
             401: "no valid token", 403: "the token's role may not call this service", 404: "no such route, model or batch",
             405: "method not allowed", 408: "the request arrived too slowly", 413: "the request body is too large",
@@ -29,11 +33,12 @@ _BODIES: dict[str, dict[str, Any]] = {
                 "dataframe_records": {"type": "array", "items": {"type": "object"}},
                 "instances": {"type": "array"},
                 "inputs": {"type": ["array", "object"]},
-                "params": {"type": "object"},
+                "params": {"description": "passed to the model, which checks them against its parameters"},
             },
             "description": "exactly one of dataframe_split, dataframe_records, instances, inputs; answered "
                            "{\"predictions\": [...]}"}},
         "text/csv": {"schema": {"type": "string"}},
+        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
     },
     "v2": {"application/json": {"schema": {
         "type": "object", "required": ["inputs"],
@@ -72,7 +77,8 @@ def document(routes: Any, service: str, name: str, functions: list[str]) -> dict
                 "summary": route.summary,
                 "operationId": f"{method.lower()}_{route.handler}_{len(paths)}",
                 "responses": {str(code): {"description": _REASONS.get(code, "answer"),
-                                          "content": {"application/json": {"schema": _ERROR if code >= 400 else {}}}}
+                                          "content": {route.answers if code < 400 else "application/json": {
+                                              "schema": _error_schema(route, code)}}}
                               for code in route.statuses},
             }
             parameters = [{"name": param, "in": "path", "required": True,
@@ -99,6 +105,12 @@ def document(routes: Any, service: str, name: str, functions: list[str]) -> dict
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def _error_schema(route: Any, code: int) -> dict[str, Any]:
+    if code < 400:
+        return {}
+    return _MLFLOW_ERROR if route.handler == "invocations" else _ERROR
 
 
 def _names(template: str) -> list[str]:
