@@ -127,15 +127,16 @@ def test_the_controller_records_metrics_over_time_unread(account: dict[str, Any]
     from duckserve.engine.controller import controller_running
 
     home, cur = account["home"], account["conn"].cursor()
-    assert controller_running(home)
+    wait_for("the controller", lambda: controller_running(home))  # started with the service's instances
     started = time.time()
 
     def samples() -> dict[float, float]:
         """The controller's samples since the test started: timestamp -> rows served so far."""
         out: dict[float, float] = {}
         for row in event_table(home).rows(service=KEY, record_type=METRIC, start=started):
+            out.setdefault(row.timestamp, 0.0)  # a sample of an instance not called yet has no rows counted
             if row.name == "inference.rows" and row.record_attributes["status"] == "200":
-                out[row.timestamp] = out.get(row.timestamp, 0.0) + row.value
+                out[row.timestamp] += row.value
         return out
 
     first = wait_for("a controller sample", lambda: samples())
