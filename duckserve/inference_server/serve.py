@@ -300,6 +300,9 @@ def serve(
     config = {**LOG_CONFIG, "loggers": {"duckserve": {"handlers": ["stderr"], "level": log_level.upper(),
                                                       "propagate": False}}}
     logging.config.dictConfig(config)
+    from duckserve.inference_server.httpserver import lean_log_records
+
+    lean_log_records()
     limits = limits or Limits(max_body_bytes=settings.max_body_bytes)
     manifest = Manifest.read(settings.package)  # fail here, once, on a missing or broken package
     instance = f" instance {settings.instance_id}" if settings.instance_id else ""

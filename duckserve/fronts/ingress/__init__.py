@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds before a batch with a Snowflake batch id answers 202 (default 20)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from duckserve.inference_server.httpserver import lean_log_records
+
+    lean_log_records()
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_connections=args.max_connections,
                     head_timeout=args.head_timeout, body_timeout=args.body_timeout)
     try:

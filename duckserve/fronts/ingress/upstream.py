@@ -172,19 +172,30 @@ class _Connection(asyncio.Protocol):
         self.waiter.set_result(Answer(status, headers, body))
 
 
-def _expire(future: asyncio.Future[Answer]) -> None:
-    if not future.done():
-        future.set_exception(UpstreamTimeout())
+#: how often answers past their deadline are expired (the timeout's precision)
+CLOCK_SECONDS = 0.25
 
 
 class Upstream:
-    """Keep-alive connections to instances, by base URL."""
+    """Keep-alive connections to instances, by base URL. One clock expires the answers that are
+    late (a timer per request was a heap push and a cancellation on every one-row call)."""
 
     def __init__(self, max_idle_per_instance: int = 64, max_body: int = 1 << 31, connect_timeout: float = 5.0) -> None:
         self.max_idle = max_idle_per_instance
         self.max_body = max_body
         self.connect_timeout = connect_timeout
         self.idle: dict[tuple[str, int], list[_Connection]] = defaultdict(list)
+        self._deadlines: dict[asyncio.Future[Answer], float] = {}
+        self._clock: asyncio.TimerHandle | None = None
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for future in [f for f, deadline in self._deadlines.items() if deadline <= now]:
+            del self._deadlines[future]
+            if not future.done():
+                future.set_exception(UpstreamTimeout())
+        self._clock = loop.call_later(CLOCK_SECONDS, self._tick) if self._deadlines else None
 
     @staticmethod
     def address(base_url: str) -> tuple[str, int]:
@@ -215,7 +226,10 @@ class Upstream:
             reused = bool(pool)
             connection = pool.pop() if reused else await self._connect(address)
             future = connection.send(data, head_only=method == "HEAD")
-            timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+            loop = asyncio.get_running_loop()
+            self._deadlines[future] = loop.time() + timeout
+            if self._clock is None:
+                self._clock = loop.call_later(CLOCK_SECONDS, self._tick)
             try:
                 answer = await future
             except UpstreamTimeout:
@@ -228,7 +242,7 @@ class Upstream:
                     continue  # an idle connection the instance had closed: once more on a fresh one
                 raise
             finally:
-                timer.cancel()
+                self._deadlines.pop(future, None)
             if connection.keep_alive and not connection.closed and len(pool) < self.max_idle:
                 pool.append(connection)
             elif connection.transport is not None:
@@ -237,6 +251,9 @@ class Upstream:
         raise UpstreamError("the instance closed the connection", sent=False)
 
     def close(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         for pool in self.idle.values():
             for connection in pool:
                 if connection.transport is not None:

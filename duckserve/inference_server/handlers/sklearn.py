@@ -82,7 +82,7 @@ class SklearnHandler(ModelHandler):
             return NotImplemented
         with warnings.catch_warnings():  # fitted on a DataFrame, called with its columns in order
             warnings.filterwarnings("ignore", message=".*does not have valid feature names")
-            return getattr(model, method_name)(block)
+            return _call_checked_finite(getattr(model, method_name), block)
 
     @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:
@@ -113,6 +113,21 @@ class SklearnHandler(ModelHandler):
     @classmethod
     def load_object(cls, model_dir: Path, options: dict[str, Any]) -> Any:
         return load_pickle(Path(model_dir) / PICKLE_FILE)
+
+
+def _call_checked_finite(method: Any, block: Any) -> Any:
+    """``method(block)``, telling scikit-learn to skip its own finiteness check when the block is known
+    to be finite: a finite sum means every value is (NaN or an infinity makes the sum NaN or infinite),
+    the test scikit-learn itself starts with. A block with NaN or infinities (or an overflowing sum)
+    gets the usual check and its error. One row: about 15 us of a 100 us predict."""
+    import math
+
+    import sklearn
+
+    if block.dtype.kind == "f" and math.isfinite(block.sum()):
+        with sklearn.config_context(assume_finite=True):
+            return method(block)
+    return method(block)
 
 
 def _takes_plain_arrays(model: Any, frame: pd.DataFrame) -> bool:
