@@ -17,11 +17,12 @@ Every statement runs through the session's duckserve connection; this module onl
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -88,6 +89,21 @@ def _session(request: Request) -> ServerSession | JSONResponse:
         # 200, as Snowflake answers a session it ended: a 401 makes drivers try to renew the session
         return _answer(protocol.failure(f"User must login again to access the service: {exc}", exc.code))
     return session
+
+
+Handler = Callable[[Request, ServerSession], Awaitable[Response]]
+
+
+def _logged_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A route for a logged-in session: ``handler(request, session)``, or the answer that the request
+    has no live session (as `_session` gives it)."""
+    @functools.wraps(handler)
+    async def route(request: Request) -> Response:
+        found = _session(request)
+        if isinstance(found, JSONResponse):
+            return found
+        return await handler(request, found)
+    return route
 
 
 # -- sessions ---------------------------------------------------------------------------------------
@@ -164,28 +180,21 @@ async def token_request(request: Request) -> JSONResponse:
                                      "validityInSecondsMT": MASTER_VALIDITY_SECONDS, "sessionId": session.session_id}))
 
 
-async def heartbeat(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
+@_logged_in
+async def heartbeat(request: Request, session: ServerSession) -> JSONResponse:
     return _answer(protocol.success({}))
 
 
-async def session_endpoint(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
+@_logged_in
+async def session_endpoint(request: Request, session: ServerSession) -> JSONResponse:
     if request.query_params.get("delete", "").lower() == "true":
-        await run_in_threadpool(_server(request).close_session, found.token)
+        await run_in_threadpool(_server(request).close_session, session.token)
     return _answer(protocol.success(None))
 
 
 # -- queries ----------------------------------------------------------------------------------------
-async def query_request(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
-    session = found
+@_logged_in
+async def query_request(request: Request, session: ServerSession) -> JSONResponse:
     try:
         body = await _json_body(request)
         sql = str(body.get("sqlText") or "")
@@ -306,15 +315,13 @@ def _dml_stats(query: Query) -> dict[str, int]:
     return {key: count, "numDmlDuplicates": 0} if key else {}
 
 
-async def query_result(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
-    query = _find_query(request, found, request.path_params["query_id"])
+@_logged_in
+async def query_result(request: Request, session: ServerSession) -> JSONResponse:
+    query = _find_query(request, session, request.path_params["query_id"])
     if query is None:
         return _answer(protocol.failure(f"Query {request.path_params['query_id']} does not exist or was not "
                                         "run in this session (only the last results are kept)", "000709", "02000"))
-    return await _answer_when_done(request, found, query)
+    return await _answer_when_done(request, session, query)
 
 
 def _find_query(request: Request, session: ServerSession, query_id: str) -> Query | None:
@@ -348,30 +355,26 @@ async def chunk(request: Request) -> Response:
     return Response(content, media_type="application/octet-stream")
 
 
-async def abort_request(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
+@_logged_in
+async def abort_request(request: Request, session: ServerSession) -> JSONResponse:
     body = await _json_body(request)
     request_id = str(body.get("requestId") or "")
-    query = found.by_request.get(request_id)
+    query = session.by_request.get(request_id)
     if query is None:
         return _answer(protocol.success(None, None, "the request is not running"))
-    found.cancel(query)
+    session.cancel(query)
     return _answer(protocol.success(None))
 
 
-async def abort_query(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
+@_logged_in
+async def abort_query(request: Request, session: ServerSession) -> JSONResponse:
     await request.body()
     query_id = request.path_params["query_id"]
-    target = _find_query(request, found, query_id)
+    target = _find_query(request, session, query_id)
     if target is None:
         return _answer(protocol.failure(f"Identified SQL statement is not currently executing: {query_id}",
                                         "000605", "01000"))
-    _owner(request, found, target).cancel(target)
+    _owner(request, session, target).cancel(target)
     return _answer(protocol.success(None))
 
 
@@ -390,11 +393,9 @@ async def _cancel_by_id(request: Request, session: ServerSession, query_id: str)
     return await _answer_when_done(request, session, marker)
 
 
-async def monitoring(request: Request) -> JSONResponse:
-    found = _session(request)
-    if isinstance(found, JSONResponse):
-        return found
-    query = _find_query(request, found, request.path_params["query_id"])
+@_logged_in
+async def monitoring(request: Request, session: ServerSession) -> JSONResponse:
+    query = _find_query(request, session, request.path_params["query_id"])
     if query is None:
         return _answer(protocol.success({"queries": []}))
     entry: dict[str, Any] = {"id": query.query_id, "status": query.status, "sqlText": query.sql,
