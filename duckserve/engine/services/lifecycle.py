@@ -417,14 +417,17 @@ class Services(ModelUpdates, ServiceViews):
         endpoint = runtime_for(handle).endpoint(handle)
         return endpoint.split("://", 1)[-1] if endpoint else None
 
-    def _stop_everything(self, service: CatalogObject) -> None:
+    def _stop_instances(self, service: CatalogObject) -> None:
+        """Stop every instance; their logs outlive them (read once they stopped: their last lines too)."""
         handles = self.handles(service)
         for handle in handles.values():
             runtime_for(handle).stop(handle)
-        # the logs outlive the instances (read once they stopped: their last lines too)
         monitoring.ingest_instance_logs(self, service, lines=None, handles=handles)
-        self.runtime_of(service).release(labels_of(self.account.home, service, ""))  # e.g. the Swarm service
         service.props["instances"] = []
+
+    def _stop_everything(self, service: CatalogObject) -> None:
+        self._stop_instances(service)
+        self.runtime_of(service).release(labels_of(self.account.home, service, ""))  # e.g. the Swarm service
         ingress = service.props.get("ingress")
         if ingress:
             handle = InstanceHandle.from_dict(ingress)
@@ -515,11 +518,7 @@ class Services(ModelUpdates, ServiceViews):
         return Rows.status("Statement executed successfully.")
 
     def _suspend(self, service: CatalogObject) -> None:
-        handles = self.handles(service)
-        for handle in handles.values():
-            runtime_for(handle).stop(handle)
-        monitoring.ingest_instance_logs(self, service, lines=None, handles=handles)
-        service.props["instances"] = []
+        self._stop_instances(service)
         service.props["status"] = "SUSPENDED"
         service.props["suspended_on"] = now().isoformat()
         self.account.catalog.update(service)
