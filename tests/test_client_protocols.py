@@ -27,24 +27,13 @@ from duckserve.engine.account import Account
 from duckserve.engine.catalog import CatalogObject
 from duckserve.inference_server.handlers import save_package
 from duckserve.model import CustomModel, inference_api
+from tests.custom_models import Sleeper
 from tests.servers import Server, start_inference_server, start_ingress, wait_until_ready
 
 pytestmark = pytest.mark.xdist_group("server")
 
 DATABASE, SCHEMA, SERVICE = "DUCKSERVE", "PUBLIC", "CLIENTS_SVC"
 KEY = f"{DATABASE}.{SCHEMA}.{SERVICE}"
-
-
-class Slow(CustomModel):
-    """double(x) = 2x, after sleeping ``seconds``."""
-
-    @inference_api
-    def double(self, df: pd.DataFrame) -> pd.DataFrame:
-        import time as _time
-
-        if (df["seconds"] > 0).any():
-            _time.sleep(float(df["seconds"].max()))
-        return pd.DataFrame({"doubled": df["x"] * 2})
 
 
 @dataclass
@@ -97,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     save_package(model, base / "package", name="CLASSIFIER", version="V1", sample_input=features.head(5))
     mlflow.sklearn.save_model(model, str(base / "mlflow_model"), serialization_format="cloudpickle",
                               signature=infer_signature(features, model.predict(features)))
-    slow = Slow()
+    slow = Sleeper()
     save_package(slow, base / "slow", name="SLOW", version="V1",
                  sample_input=pd.DataFrame({"x": [1.0, 2.0], "seconds": [0.0, 0.0]}))
 

@@ -15,26 +15,12 @@ import pandas as pd
 import pytest
 
 from duckserve.inference_server.handlers import save_package
-from duckserve.model import CustomModel, ModelContext, inference_api
+from duckserve.model import ModelContext
 from tests import prometheus_text
+from tests.custom_models import Sleeper
 from tests.servers import Server, start_inference_server
 
 pytestmark = pytest.mark.xdist_group("server")
-
-
-class Sleeper(CustomModel):
-    """doubled = x * 2; a row with ``seconds`` > 0 sleeps that long first."""
-
-    def __init__(self, context: ModelContext | None = None) -> None:
-        super().__init__(context)
-
-    @inference_api
-    def double(self, df: pd.DataFrame) -> pd.DataFrame:
-        import time as _time
-
-        if (df["seconds"] > 0).any():
-            _time.sleep(float(df["seconds"].max()))
-        return pd.DataFrame({"doubled": df["x"] * 2})
 
 
 @pytest.fixture(scope="module")
