@@ -65,6 +65,18 @@ def _instance(row: EventRow) -> int | None:
         return None
 
 
+def _instance_ids(rows: list[EventRow]) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array([_instance(r) for r in rows], pa.int64())
+
+
+def _container_names(rows: list[EventRow]) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array([r.resource_attributes.get("snow.service.container.name") for r in rows], pa.string())
+
+
 def _stamps(rows: list[EventRow]) -> pa.Array:
     import pyarrow as pa
 
@@ -112,9 +124,8 @@ def service_table(services: Services, session: Session, service: CatalogObject, 
             "METRIC_NAME": pa.array([r.name for r in rows], pa.string()),
             "VALUE": pa.array([_text(r.value) for r in rows], pa.string()),
             "UNIT": pa.array([(r.record or {}).get("metric", {}).get("unit") for r in rows], pa.string()),
-            "INSTANCE_ID": pa.array([_instance(r) for r in rows], pa.int64()),
-            "CONTAINER_NAME": pa.array([r.resource_attributes.get("snow.service.container.name") for r in rows],
-                                       pa.string()),
+            "INSTANCE_ID": _instance_ids(rows),
+            "CONTAINER_NAME": _container_names(rows),
             "RESOURCE": pa.nulls(len(rows), pa.string()),
             "RECORD": _json([r.record for r in rows]),
             "RECORD_ATTRIBUTES": _json([r.record_attributes or {} for r in rows]),
@@ -126,18 +137,16 @@ def service_table(services: Services, session: Session, service: CatalogObject, 
         rows = table.rows(service=service.key, record_type=LOG, start=low, end=high)
         return pa.table({
             "TIMESTAMP": _stamps(rows),
-            "INSTANCE_ID": pa.array([_instance(r) for r in rows], pa.int64()),
-            "CONTAINER_NAME": pa.array([r.resource_attributes.get("snow.service.container.name") for r in rows],
-                                       pa.string()),
+            "INSTANCE_ID": _instance_ids(rows),
+            "CONTAINER_NAME": _container_names(rows),
             "LOG": pa.array([_text(r.value) for r in rows], pa.string()),
             "RECORD_ATTRIBUTES": _json([r.record_attributes for r in rows]),
         })
     rows = table.rows(service=service.key, record_type=EVENT, start=low, end=high)
     return pa.table({
         "TIMESTAMP": _stamps(rows),
-        "INSTANCE_ID": pa.array([_instance(r) for r in rows], pa.int64()),
-        "CONTAINER_NAME": pa.array([r.resource_attributes.get("snow.service.container.name") for r in rows],
-                                   pa.string()),
+        "INSTANCE_ID": _instance_ids(rows),
+        "CONTAINER_NAME": _container_names(rows),
         "SEVERITY": pa.array([(r.record or {}).get("severity_text") for r in rows], pa.string()),
         "EVENT_NAME": pa.array([r.name for r in rows], pa.string()),
         "EVENT_VALUE": _json([r.value for r in rows]),
