@@ -203,7 +203,8 @@ def test_mlflow_other_method_and_content_types(world: World) -> None:
 # -- MLflow's params, model errors, NaN and content types, against MLflow on a model with params ------
 
 #: an MLflow model from code (no pickle): y = x * scale + n and a tag, with a params schema; it
-#: raises below -100 and answers NaN, Infinity and -Infinity for 999, 998 and 997
+#: raises below -100 and answers NaN, Infinity and -Infinity for 999, 998 and 997. The ``form``
+#: parameter picks what predict returns: the frame, y alone as a one-column frame, a Series, an array
 SCALER_CODE = """
 import mlflow.pyfunc
 import numpy as np
@@ -222,13 +223,30 @@ def scaled(x, scale, n, label):
 class Scaler(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         params = params or {}
-        return scaled(model_input["x"].to_numpy(dtype=float), params.get("scale", 1.0), params.get("n", 0),
-                      params.get("label", "a"))
+        frame = scaled(model_input["x"].to_numpy(dtype=float), params.get("scale", 1.0), params.get("n", 0),
+                       params.get("label", "a"))
+        form = params.get("form", "frame")
+        return {"frame": frame, "column": frame[["y"]], "series": frame["y"], "unnamed series": frame["y"].rename(None),
+                "array": frame["y"].to_numpy()}[form]
 
 
 set_model(Scaler())
 """
-SCALER_PARAMS = {"scale": 1.0, "label": "a", "n": 0, "flag": False}
+SCALER_PARAMS = {"scale": 1.0, "label": "a", "n": 0, "flag": False, "form": "frame"}
+#: an MLflow model with a tensor signature, Tensor('float64', (-1, 3)): the sum of each row
+SUMMER_CODE = """
+import mlflow.pyfunc
+import numpy as np
+from mlflow.models import set_model
+
+
+class Summer(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return np.asarray(model_input, dtype=float).sum(axis=1)
+
+
+set_model(Summer())
+"""
 
 
 class ScalerModel(CustomModel):
@@ -250,33 +268,53 @@ class Scorers:
     mlflow: Server  # MLflow's scoring server on the MLflow model
     ingress: Server  # our ingress before our instance of the same MLflow model
     custom: Server  # our instance of the custom model
+    tensor_mlflow: Server  # MLflow's scoring server on the tensor-signature model
+    tensor: Server  # our instance of it
 
 
 @pytest.fixture(scope="module")
 def scorers(world: World) -> Iterator[Scorers]:
+    from concurrent.futures import ThreadPoolExecutor
+
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     base = world.base / "scorers"
     base.mkdir()
     (base / "scaler.py").write_text(SCALER_CODE)
+    (base / "summer.py").write_text(SUMMER_CODE)
     signature = infer_signature(pd.DataFrame({"x": [1.0, 2.0]}), pd.DataFrame({"y": [1.0, 2.0], "tag": ["a", "a"]}),
                                 params=SCALER_PARAMS)
     mlflow.pyfunc.save_model(str(base / "mlflow_scaler"), python_model=str(base / "scaler.py"), signature=signature)
+    mlflow.pyfunc.save_model(str(base / "mlflow_summer"), python_model=str(base / "summer.py"),
+                             signature=infer_signature(np.ones((2, 3)), np.ones(2)))
     save_package(str(base / "mlflow_scaler"), base / "package", name="SCALER", version="V1")
+    save_package(str(base / "mlflow_summer"), base / "summer", name="SUMMER", version="V1")
     save_package(ScalerModel(), base / "custom", name="CUSTOM_SCALER", version="V1",
                  sample_input=pd.DataFrame({"x": [1.0, 2.0]}))
-    servers: list[Server] = []
+    starts = {  # started side by side: each waits for its server's model to load
+        "scaler": lambda: start_inference_server(base / "package", base / "run", "scaler",
+                                                 service=f"{DATABASE}.{SCHEMA}.SCALER"),
+        "custom": lambda: start_inference_server(base / "custom", base / "run", "custom_scaler"),
+        "tensor": lambda: start_inference_server(base / "summer", base / "run", "summer"),
+        "mlflow": lambda: start_mlflow_server(base / "mlflow_scaler", base / "mlflow_scaler_run"),
+        "tensor_mlflow": lambda: start_mlflow_server(base / "mlflow_summer", base / "mlflow_summer_run"),
+    }
+    for name in ("mlflow_scaler_run", "mlflow_summer_run"):
+        (base / name).mkdir()
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = {name: pool.submit(start) for name, start in starts.items()}
+    servers = {name: future.result() for name, future in futures.items() if future.exception() is None}
     try:
-        instance = start_inference_server(base / "package", base / "run", "scaler", service=f"{DATABASE}.{SCHEMA}.SCALER")
-        servers.append(instance)
-        add_service(world.account, "SCALER", instance)
-        servers.append(start_ingress(world.base / "home", f"{DATABASE}.{SCHEMA}.SCALER", base / "run", "scaler_ingress"))
-        servers.append(start_inference_server(base / "custom", base / "run", "custom_scaler"))
-        servers.append(start_mlflow_server(base / "mlflow_scaler", base))
-        yield Scorers(mlflow=servers[3], ingress=servers[1], custom=servers[2])
+        if len(servers) < len(starts):
+            raise next(f.exception() for f in futures.values() if f.exception() is not None)  # type: ignore[misc]
+        add_service(world.account, "SCALER", servers["scaler"])
+        servers["ingress"] = start_ingress(world.base / "home", f"{DATABASE}.{SCHEMA}.SCALER", base / "run",
+                                           "scaler_ingress")
+        yield Scorers(servers["mlflow"], servers["ingress"], servers["custom"], servers["tensor_mlflow"],
+                      servers["tensor"])
     finally:
-        for server in servers:
+        for server in servers.values():
             server.stop()
 
 
@@ -312,7 +350,13 @@ SCALER_CASES: dict[str, Any] = {
     "numeric text and booleans for a double": {"dataframe_split": {"columns": ["x"], "data": [["1.5"], [True], [2]]}},
     "records of numeric text": {"dataframe_records": [{"x": "2.5"}, {"x": " 3 "}]},
     "text that is no number": {"dataframe_split": {"columns": ["x"], "data": [["1.5"], ["abc"]]}},
+    "the model answers a one-column frame": scaler_split([1.0, 2.0], params={"form": "column"}),
+    "the model answers a Series": scaler_split([1.0, 2.0], params={"form": "series"}),
+    "the model answers an unnamed Series": scaler_split([1.0, 2.0], params={"form": "unnamed series"}),
+    "the model answers an array": scaler_split([1.0, 999.0], params={"form": "array"}),
 }
+#: what predict returns is MLflow's model's choice; the custom model always answers its frame
+MLFLOW_ONLY = {case for case in SCALER_CASES if case.startswith("the model answers")}
 
 
 PARAMS_REFUSED = ("Invalid parameters found", "Parameters must be a dictionary")
@@ -342,8 +386,8 @@ def test_mlflow_params_errors_and_nan_answer_as_mlflow(scorers: Scorers, world: 
     with the same keyword-only parameters, answer each request as MLflow's own server does."""
     body = SCALER_CASES[case]
     expected = post(scorers.mlflow.url + "/invocations", body)
-    for url, mlflow_model in ((scorers.ingress.url + "/invocations", True),
-                              (scorers.custom.url + "/invocations", False)):
+    targets = [(scorers.ingress.url + "/invocations", True), (scorers.custom.url + "/invocations", False)]
+    for url, mlflow_model in targets[:1] if case in MLFLOW_ONLY else targets:
         got = post(url, body, world.auth)
         if expected.status_code == 200:
             assert got.status_code == 200, (url, got.text)
@@ -354,6 +398,29 @@ def test_mlflow_params_errors_and_nan_answer_as_mlflow(scorers: Scorers, world: 
         assert b"NaN" in expected.content and b"-Infinity" in expected.content
     if case == "params":
         assert expected.json()["predictions"][0] == {"y": 5.0, "tag": "b"}
+
+
+TENSOR_CASES: dict[str, Any] = {
+    "instances as rows": {"instances": [[1.0, 2.0, 3.0], [4, 5, 6]]},
+    "inputs as rows": {"inputs": [[1.0, 2.0, 3.5]]},
+    "dataframe_split without columns": {"dataframe_split": {"data": [[1.0, 2.0, 3.0]]}},
+    "dataframe_split with any columns": {"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1.0, 2.0, 3.0]]}},
+    "dataframe_records": {"dataframe_records": [{"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 0.5, "b": 0, "c": 0}]},
+    "a row of the wrong width": {"instances": [[1.0, 2.0]]},
+}
+
+
+@pytest.mark.parametrize("case", list(TENSOR_CASES))
+def test_mlflow_tensor_signature_answers_as_mlflow(scorers: Scorers, case: str) -> None:
+    """A model whose signature is one tensor of 3 columns takes each row of any format as that tensor's row."""
+    body = TENSOR_CASES[case]
+    expected = post(scorers.tensor_mlflow.url + "/invocations", body)
+    got = post(scorers.tensor.url + "/invocations", body)
+    assert got.status_code == expected.status_code, (got.text, expected.text)
+    if expected.status_code == 200:
+        assert got.json() == expected.json()
+    else:
+        assert got.json()["error_code"] in ("BAD_REQUEST", expected.json()["error_code"]), (got.text, expected.text)
 
 
 def test_mlflow_parquet_and_content_types_as_mlflow(scorers: Scorers, world: World) -> None:

@@ -86,15 +86,19 @@ def _worker(request: Request) -> ModelWorker:
 
 
 async def infer(worker: ModelWorker, method: MethodSpec, inputs: Inputs, encode: Callable[[Any], bytes],
-                started: float, params: Any = None) -> bytes:
+                started: float, params: Any = None, native: bool = False) -> bytes:
     """Run ``method`` on ``inputs`` (with a request's inference ``params``, if any) and encode its
     outputs with ``encode``, on the model thread (or inline for a small request when the model is
-    idle). An exception of the model's becomes `ModelError` with it as its cause."""
+    idle). With ``native``, a model that has its own answer (`LoadedModel.answers_natively`) gives
+    that. An exception of the model's becomes `ModelError` with it as its cause."""
     rows = len(inputs)
 
     def job(model: LoadedModel) -> bytes:
         try:
-            out = model.call_inputs(method.name, inputs, params)
+            if native and model.answers_natively:
+                out: Any = model.call_native(method.name, inputs, params)
+            else:
+                out = model.call_inputs(method.name, inputs, params)
         except ServerError:
             raise
         except Exception as exc:
@@ -188,7 +192,7 @@ async def invocations(request: Request) -> Response:
         inputs, params = scoring.decode_invocation(body, request.headers.get("content-type"), method)
         request.state.rows = len(inputs)
         content = await infer(worker, method, inputs, lambda out: scoring.encode_predictions(out, method), started,
-                              params)
+                              params, native=True)
     except ServerError as exc:
         status, answer = scoring.error_answer(exc)
         return Response(answer, status_code=status, media_type=JSON_CONTENT_TYPE, headers=exc.headers or None)

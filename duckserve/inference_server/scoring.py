@@ -6,16 +6,21 @@ Request bodies (content type ``application/json``), exactly one of::
     {"dataframe_split": {"columns": [...], "data": [[...], ...], "index": [...]}}   columns optional
     {"dataframe_records": [{"col": value, ...}, ...]}
     {"instances": [{"col": value, ...}, ...]}  or  [[v1, v2, ...], ...]  or  [v, ...] (one input)
+                                               (for one vector input, as an MLflow tensor signature
+                                               has, each row of any format is that input's vector)
     {"inputs": {"col": [values...], ...}}  or  {"col": value, ...} (one row)  or rows as for instances
 
 plus an optional ``"params"`` (passed to the model: an MLflow model checks them against its
 signature's parameters, a custom model against its method's keyword-only parameters; other models
 ignore them with a warning, as MLflow does for a model without parameters), or CSV (``text/csv``,
 a header row of input names), or Parquet (``application/vnd.apache.parquet``). The answer is
-``{"predictions": [...]}``: one value per row for a method with one output, a list per row for
-several positional outputs (``output_feature_0``, ``output_feature_1``, ... as a 2-D array gives
-them), an object per row for several named outputs (as a DataFrame gives them); NaN and infinities
-are written ``NaN``, ``Infinity``, ``-Infinity`` as MLflow's encoder writes them.
+``{"predictions": [...]}``. An MLflow model's answer is written as MLflow writes it, whatever its
+signature says (`encode_native`): an array as nested lists, a DataFrame or Series as records,
+anything else as it is. Other models' answers follow their signature: one value per row for a
+method with one output, a list per row for several positional outputs (``output_feature_0``,
+``output_feature_1``, ... as a 2-D array gives them), an object per row for several named outputs
+(as a DataFrame gives them). NaN and infinities are written ``NaN``, ``Infinity``, ``-Infinity``
+as MLflow's encoder writes them.
 
 Errors answer MLflow's body ``{"error_code": "BAD_REQUEST", "message": "...", "sqlstate": ...,
 "error_class": ...}``: 400 for a request that does not decode or fit the signature, and for an
@@ -52,7 +57,7 @@ from duckserve.inference_server.errors import (
     ProtocolError,
     ServerError,
 )
-from duckserve.inference_server.manifest import MethodSpec
+from duckserve.inference_server.manifest import FeatureSpec, MethodSpec
 
 if TYPE_CHECKING:
     from duckserve.inference_server.handlers.base import Outputs
@@ -174,6 +179,9 @@ def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec)
     params = payload.get("params")
     key = present[0]
     value = payload[key]
+    vector = _one_vector_input(method)
+    if vector is not None:
+        value = _rows_as_vectors(value, vector, key)
     if key == "dataframe_split":
         return _as_pandas_casts(lambda v: _decode_split(v, method, body), value, method, key), params
     if key == "dataframe_records":
@@ -182,6 +190,43 @@ def decode_invocation(body: bytes, content_type: str | None, method: MethodSpec)
                                 f"{'dictionary' if isinstance(value, dict) else type(value).__name__}.")
         return _as_pandas_casts(lambda v: frame_from_records(v, method, key), value, method, key), params
     return _decode_tensor_style(value, method, key, body), params
+
+
+def _one_vector_input(method: MethodSpec) -> FeatureSpec | None:
+    """The input of a method whose only input is one vector (an MLflow model's tensor signature,
+    ``Tensor('float64', (-1, 3))``), else None."""
+    if len(method.inputs) == 1 and method.inputs[0].shape is not None and len(method.inputs[0].shape) == 1:
+        return method.inputs[0]
+    return None
+
+
+def _is_row(value: Any) -> bool:
+    return type(value) is list and (not value or not isinstance(value[0], (list, dict)))
+
+
+def _rows_as_vectors(value: Any, feature: FeatureSpec, key: str) -> Any:
+    """For a method of one vector input, a request that gives each row's values as a row (a list of
+    numbers, a DataFrame's row), as MLflow turns such a frame or list into the one tensor: each row
+    becomes that input's vector. Anything else unchanged."""
+    name = feature.name.lower()
+    if key in ("instances", "inputs"):
+        if isinstance(value, list) and value and all(_is_row(row) for row in value):
+            return [[row] for row in value]
+        return value
+    if key == "dataframe_records":
+        if not isinstance(value, list) or not value or not all(isinstance(r, dict) for r in value):
+            return value
+        if any(str(k).lower() == name for record in value for k in record):
+            return value
+        keys = list(dict.fromkeys(k for record in value for k in record))
+        return [{feature.name: [record.get(k) for k in keys]} for record in value]
+    if isinstance(value, dict) and isinstance(value.get("data"), list) and value["data"]:
+        columns = value.get("columns")
+        if isinstance(columns, list) and any(str(c).lower() == name for c in columns):
+            return value
+        if all(_is_row(row) for row in value["data"]):
+            return {**value, "columns": [feature.name], "data": [[row] for row in value["data"]]}
+    return value
 
 
 def _as_pandas_casts(decode: Callable[[Any], Inputs], value: Any, method: MethodSpec, key: str) -> Inputs:
@@ -366,7 +411,10 @@ def _csv_value(text: str, dtype: str) -> Any:
 def encode_predictions(out: Outputs, method: MethodSpec) -> bytes:
     """``{"predictions": [...]}`` for the method's outputs."""
     from duckserve.inference_server.datatypes import to_json_values
+    from duckserve.inference_server.handlers.base import NativeAnswer
 
+    if isinstance(out, NativeAnswer):
+        return encode_native(out.value)
     columns = [to_json_values(out[f.name], f, non_finite=True) for f in method.outputs]
     if len(columns) == 1:
         predictions: list[Any] = columns[0]
@@ -376,3 +424,42 @@ def encode_predictions(out: Outputs, method: MethodSpec) -> bytes:
         names = [f.name for f in method.outputs]
         predictions = [dict(zip(names, row)) for row in zip(*columns)]
     return json.dumps({"predictions": predictions}, separators=(",", ":")).encode()
+
+
+def encode_native(answer: Any) -> bytes:
+    """``{"predictions": ...}`` for a model's own answer, as MLflow's scoring server writes it
+    (its ``_get_jsonable_obj`` and ``NumpyEncoder``)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(answer, np.ndarray):
+        answer = answer.tolist()
+    elif isinstance(answer, pd.DataFrame):
+        answer = answer.to_dict(orient="records")
+    elif isinstance(answer, pd.Series):
+        answer = pd.DataFrame(answer).to_dict(orient="records")
+    try:
+        return json.dumps({"predictions": answer}, default=_numpy_json).encode()
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"the model's answer cannot be written as JSON: {exc}") from None
+
+
+def _numpy_json(value: Any) -> Any:
+    """What MLflow's ``NumpyEncoder`` writes for a value json cannot (in its order of checks)."""
+    import base64
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S":
+            return [base64.encodebytes(v).decode("ascii") for v in value.ravel().tolist()]
+        return value.tolist()  # json comes back here for the elements of an object array
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.encodebytes(value).decode("ascii")
+    if isinstance(value, (pd.Timestamp, datetime.date, datetime.datetime, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

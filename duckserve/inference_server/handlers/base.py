@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     Invoke = Callable[[Any, str, pd.DataFrame, dict[str, Any]], Any]
     InvokeBlock = Callable[[Any, str, np.ndarray, dict[str, Any]], Any]
     InvokeParams = Callable[[Any, str, pd.DataFrame, dict[str, Any], Any], Any]
+    InvokeNative = Callable[[Any, str, pd.DataFrame, dict[str, Any], Any], Any]
     #: a method's answer: a frame of its outputs, or (the hot path) a mapping of output name to values
     from typing import Union
 
@@ -44,16 +45,28 @@ PICKLE_FILE = "model.pkl"
 logger = logging.getLogger("duckserve.inference_server")
 
 
+class NativeAnswer:
+    """A model's answer as its framework returned it, not fitted to the signature: for a protocol
+    that the framework's own server speaks (MLflow's scoring protocol for an MLflow model), whose
+    answers follow what the model returns."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class LoadedModel:
     """A model ready to serve: `call` takes and returns DataFrames shaped by the method signatures."""
 
     def __init__(self, manifest: Manifest, model: Any, invoke: Invoke, invoke_block: InvokeBlock | None = None,
-                 invoke_params: InvokeParams | None = None) -> None:
+                 invoke_params: InvokeParams | None = None, invoke_native: InvokeNative | None = None) -> None:
         self.manifest = manifest
         self.model = model
         self._invoke = invoke
         self._invoke_block = invoke_block
         self._invoke_params = invoke_params
+        self._invoke_native = invoke_native
 
     def method(self, name: str) -> MethodSpec:
         """The method called ``name`` (``_`` or ``-``, any case); `UnknownMethod` lists the others."""
@@ -69,6 +82,18 @@ class LoadedModel:
     def takes_params(self) -> bool:
         """Whether the handler passes inference parameters (MLflow's ``params``) to the model."""
         return self._invoke_params is not None
+
+    @property
+    def answers_natively(self) -> bool:
+        """Whether `call_native` gives the model's own answer (its handler has `invoke_native`)."""
+        return self._invoke_native is not None
+
+    def call_native(self, method_name: str, inputs: Inputs, params: Any = None) -> NativeAnswer:
+        """Call a method on conformed inputs and keep its answer as the model returned it."""
+        assert self._invoke_native is not None, "check answers_natively first"
+        spec = self.method(method_name)
+        frame = conform_inputs(inputs.frame, spec)
+        return NativeAnswer(self._invoke_native(self.model, spec.target_method, frame, self.manifest.options, params))
 
     def call(self, method_name: str, df: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         """Call a method: ``df`` holds the inputs (by name; extra columns are ignored); the answer holds
@@ -161,6 +186,13 @@ class ModelHandler:
         raise NotImplementedError
 
     @classmethod
+    def invoke_native(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
+                      params: Any) -> Any:
+        """`invoke_params` without fitting the answer for `invoke`, for handlers whose framework has
+        a serving protocol of its own that answers whatever the model returns (see `NativeAnswer`)."""
+        raise NotImplementedError
+
+    @classmethod
     def default_dependencies(cls, model: Any) -> tuple[list[str], list[str]]:
         """(conda-style, pip) requirements the model needs, the framework pinned to the installed version."""
         raise NotImplementedError
@@ -194,7 +226,8 @@ class ModelHandler:
         model = cls.load_object(Path(package_dir) / MODEL_DIR, manifest.options)
         block = cls.invoke_block if cls._overrides("invoke_block") else None
         with_params = cls.invoke_params if cls._overrides("invoke_params") else None
-        return LoadedModel(manifest, model, cls.invoke, block, with_params)
+        native = cls.invoke_native if cls._overrides("invoke_native") else None
+        return LoadedModel(manifest, model, cls.invoke, block, with_params, native)
 
     @classmethod
     def _overrides(cls, name: str) -> bool:

@@ -256,6 +256,19 @@ class MLflowHandler(ModelHandler):
     @classmethod
     def invoke_params(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
                       params: Any) -> Any:
+        import numpy as np
+
+        result = cls.invoke_native(model, method_name, frame, options, params)
+        if isinstance(result, np.ndarray) and result.ndim == 2 and result.shape[1] > 1:
+            rows = np.empty(len(result), dtype=object)  # a tensor output: one vector per row
+            for i, row in enumerate(result):
+                rows[i] = row
+            return rows
+        return result
+
+    @classmethod
+    def invoke_native(cls, model: Any, method_name: str, frame: pd.DataFrame, options: dict[str, Any],
+                      params: Any) -> Any:
         """``pyfunc.predict(data, params=params)``, as MLflow's scoring server calls it: MLflow checks
         ``params`` against the signature's parameters (defaults filled in, unknown ones ignored with
         a warning, a wrong type refused); its refusals become `ModelRefused` with MLflow's body."""
@@ -280,11 +293,6 @@ class MLflowHandler(ModelHandler):
             fields = json.loads(exc.serialize_as_json())
             fields["message"] = f"Failed to predict data '{data}'. \nError: {exc.message}"
             raise ModelRefused(exc.get_http_status_code(), fields) from exc
-        if isinstance(result, np.ndarray) and result.ndim == 2 and result.shape[1] > 1:
-            rows = np.empty(len(result), dtype=object)  # a tensor output: one vector per row
-            for i, row in enumerate(result):
-                rows[i] = row
-            return rows
         return result
 
     @classmethod
