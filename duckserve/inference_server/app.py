@@ -374,7 +374,7 @@ routes = [
 
 async def dispatch_inference(app: Starlette, scope: Scope, receive: Receive, send: Send) -> None:
     """What Starlette does for ``POST /invocations`` and ``POST /<method>`` (a path of one segment),
-    without its middleware stack and route scan: the one-row path spent a fifth of its CPU there.
+    without its middleware layers and its route scan (a regular expression per route until one matches).
     The handlers and exception handlers are the same ones `routes` and `create_app` give Starlette."""
     path = scope["path"]
     scope["app"] = app
