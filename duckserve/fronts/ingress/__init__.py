@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from duckserve.engine.names import ObjectName, normalize
 from duckserve.errors import Error, ProgrammingError
+from duckserve.fronts.addresses import is_loopback
 from duckserve.fronts.ingress.app import ROUTES, IngressApp, instance_urls
 from duckserve.inference_server.http_messages import Limits
 
@@ -89,15 +89,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
