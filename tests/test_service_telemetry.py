@@ -33,6 +33,17 @@ class Doubler(CustomModel):
         return pd.DataFrame({"Y": X["X"] * 2})
 
 
+def deploy_doubler(conn: Any, service: str, pool: str, repo: str, max_nodes: int) -> Any:
+    """A pool, a repository and the Doubler as a one-instance, one-worker service; its model version."""
+    conn.execute(f"CREATE COMPUTE POOL {pool} MIN_NODES = 1 MAX_NODES = {max_nodes} INSTANCE_FAMILY = 'CPU_X64_XS'; "
+                 f"CREATE IMAGE REPOSITORY {repo}")
+    mv = Registry(conn).log_model(Doubler(ModelContext()), model_name="doubler",
+                                  sample_input_data=pd.DataFrame({"X": [1.0]}))
+    mv.create_service(service_name=service, service_compute_pool=pool, image_repo=repo,
+                      num_workers=1, max_instances=1)
+    return mv
+
+
 @pytest.fixture(scope="module")
 def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     saved = {k: os.environ.get(k) for k in METRICS_EVERY}
@@ -40,12 +51,7 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     base = tmp_path_factory.mktemp("telemetry")
     home = base / "home"
     conn = duckserve.connect(home=str(home))
-    conn.execute("CREATE COMPUTE POOL tele_pool MIN_NODES = 1 MAX_NODES = 2 INSTANCE_FAMILY = 'CPU_X64_XS'; "
-                 "CREATE IMAGE REPOSITORY tele_images")
-    mv = Registry(conn).log_model(Doubler(ModelContext()), model_name="doubler",
-                                  sample_input_data=pd.DataFrame({"X": [1.0]}))
-    mv.create_service(service_name="tele_svc", service_compute_pool="tele_pool", image_repo="tele_images",
-                      num_workers=1, max_instances=1)
+    mv = deploy_doubler(conn, "tele_svc", "tele_pool", "tele_images", max_nodes=2)
     try:
         yield {"home": home, "conn": conn, "mv": mv}
     finally:
@@ -331,12 +337,7 @@ def test_a_running_service_needs_no_controller(tmp_path: Path, monkeypatch: pyte
     home = tmp_path / "home"
     conn = duckserve.connect(home=str(home))
     try:
-        conn.execute("CREATE COMPUTE POOL lone_pool MIN_NODES = 1 MAX_NODES = 1 INSTANCE_FAMILY = 'CPU_X64_XS'; "
-                     "CREATE IMAGE REPOSITORY lone_images")
-        mv = Registry(conn).log_model(Doubler(ModelContext()), model_name="doubler",
-                                      sample_input_data=pd.DataFrame({"X": [1.0]}))
-        mv.create_service(service_name="alone", service_compute_pool="lone_pool", image_repo="lone_images",
-                          num_workers=1, max_instances=1)
+        deploy_doubler(conn, "alone", "lone_pool", "lone_images", max_nodes=1)
         cur = conn.cursor()
         cur.execute("SELECT sum(alone!predict(x)) FROM range(40) t(x)")
         assert cur.fetchone() == (2.0 * sum(range(40)),)
