@@ -36,26 +36,11 @@ os.environ.setdefault("DUCKSERVE_SCALE_DOWN_COOLDOWN", "3600")
 import pandas as pd  # noqa: E402
 
 import duckserve  # noqa: E402
-from duckserve.model import CustomModel, ModelContext, inference_api  # noqa: E402
+from duckserve.model import ModelContext  # noqa: E402
 from duckserve.registry import Registry  # noqa: E402
 
-
-class Busy(CustomModel):
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        time.sleep(0.05)
-        return pd.DataFrame({"Y": X["X"] + 1})
-
-
-class Plus(CustomModel):
-    def __init__(self, context: ModelContext) -> None:
-        super().__init__(context)
-        with open(self.context.path("offset")) as handle:
-            self.offset = float(handle.read())
-
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"Y": X["X"] + self.offset})
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.custom_models import Busy, Plus  # noqa: E402
 
 
 def answered(conn: Any, service: str, instance: int) -> int:

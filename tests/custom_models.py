@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from duckserve.model import CustomModel, inference_api
+from duckserve.model import CustomModel, ModelContext, inference_api
 
 
 class PlusOne(CustomModel):
@@ -25,3 +25,25 @@ class Sleeper(CustomModel):
         if (df["seconds"] > 0).any():
             time.sleep(float(df["seconds"].max()))
         return pd.DataFrame({"doubled": df["x"] * 2})
+
+
+class Plus(CustomModel):
+    """``predict`` adds the version's offset (read from its artifact), so a row tells which version answered."""
+
+    def __init__(self, context: ModelContext) -> None:
+        super().__init__(context)
+        with open(self.context.path("offset")) as handle:
+            self.offset = float(handle.read())
+
+    @inference_api
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"Y": X["X"] + self.offset})
+
+
+class Busy(CustomModel):
+    """``predict`` adds one and takes 50 ms per batch."""
+
+    @inference_api
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        time.sleep(0.05)
+        return pd.DataFrame({"Y": X["X"] + 1})

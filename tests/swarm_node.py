@@ -5,6 +5,10 @@ in a network namespace of its own, joined to this machine's swarm as a worker.
     node.kill()                    # the node is lost: every process in its namespace killed at once
     node.remove()                  # leaves nothing: the node out of the swarm, mounts, files, netns
 
+A run holds an exclusive lock (/run/dsnode2.lock) while its node lives. What a run killed before
+``remove`` left (the namespace, the engine's files, the Down node in the swarm, the registry) is
+cleared by the next ``unavailable()``, which finds the namespace with nobody holding the lock.
+
 Addresses are loopback ones on both ends of the veth (127.0.100.1 on this side, 127.0.100.2 inside,
 ``route_localnet`` on the two veth ends), so nothing here is routed beyond this machine. The engine
 runs under ``nsenter --net`` (not ``ip netns exec``, which remounts /sys and hides the cgroups) with
@@ -14,6 +18,7 @@ can pull from listens on 127.0.100.1 (Docker treats 127.0.0.0/8 as an insecure r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -28,6 +33,7 @@ HOST_END, NODE_END = "ds2h", "ds2n"
 HOST_ADDRESS, NODE_ADDRESS = "127.0.100.1", "127.0.100.2"
 RUN, DATA = Path("/run/dsnode2"), Path("/var/lib/dsnode2")
 SOCKET = RUN / "docker.sock"
+LOCK = Path("/run/dsnode2.lock")
 
 
 def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -41,9 +47,48 @@ def unavailable() -> str | None:
     for program in ("ip", "nsenter", "dockerd", "docker", "docker-registry"):
         if not shutil.which(program):
             return f"{program} is not installed"
-    if Path(f"/run/netns/{NETNS}").exists():
-        return f"network namespace {NETNS} exists already (another run uses it?)"
+    if Path(f"/run/netns/{NETNS}").exists() or RUN.exists():
+        held = _lock()
+        if held is None:
+            return f"network namespace {NETNS} is in use by another run (it holds {LOCK})"
+        try:
+            clear_stale()
+        finally:
+            os.close(held)
     return None
+
+
+def _lock() -> int | None:
+    """The second node's lock, taken without waiting (a descriptor), or None while another run holds it."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def clear_stale() -> None:
+    """What a killed run left: its registry, its engine, the node it joined, the namespace (the caller
+    holds the lock, so a node at the second node's address is that run's)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if command[:2] == [b"docker-registry", b"serve"] and len(command) > 2:
+            try:
+                if f"addr: {HOST_ADDRESS}:" in Path(command[2].decode()).read_text():
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, UnicodeDecodeError):
+                pass
+    nodes = _run("docker", "node", "ls", "--format", "{{.ID}}", check=False).stdout.split()
+    left = [n for n in nodes
+            if _run("docker", "node", "inspect", "--format", "{{.Status.Addr}}", n, check=False).stdout.strip() == NODE_ADDRESS]
+    teardown(None)
+    for node_id in left:
+        _run("docker", "node", "rm", "--force", node_id, check=False)
 
 
 def free_port(host: str) -> int:
@@ -59,11 +104,15 @@ class SecondNode:
     registry: subprocess.Popen[bytes]
     registry_host: str
     work: Path
+    lock: int
 
     @classmethod
     def start(cls, work: Path) -> SecondNode:
-        _run("ip", "netns", "add", NETNS)
+        lock = _lock()
+        if lock is None:
+            raise RuntimeError(f"another run holds {LOCK}: its second node is in use")
         try:
+            _run("ip", "netns", "add", NETNS)
             _run("ip", "link", "add", HOST_END, "type", "veth", "peer", "name", NODE_END)
             _run("ip", "link", "set", NODE_END, "netns", NETNS)
             _run("ip", "addr", "add", f"{HOST_ADDRESS}/30", "dev", HOST_END)
@@ -108,9 +157,11 @@ class SecondNode:
                 except OSError:
                     assert time.monotonic() < deadline, "the registry on 127.0.100.1 did not start"
                     time.sleep(0.1)
-            return cls(node_id=node_id, log=log, registry=registry, registry_host=f"{HOST_ADDRESS}:{port}", work=work)
+            return cls(node_id=node_id, log=log, registry=registry, registry_host=f"{HOST_ADDRESS}:{port}", work=work,
+                       lock=lock)
         except BaseException:
             teardown(None)
+            os.close(lock)
             raise
 
     def kill(self) -> None:
@@ -124,6 +175,7 @@ class SecondNode:
         except subprocess.TimeoutExpired:
             self.registry.kill()
         teardown(self.node_id)
+        os.close(self.lock)
 
 
 def _task_processes() -> list[str]:

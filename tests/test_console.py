@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import duckserve
+from duckserve.registry import Registry
 from tests import needs
 from tests.console_account import SERVICE, ConsoleAccount, deploy, drop
 
@@ -251,3 +252,70 @@ def test_local_sign_in_shows_models_pools_and_images(page: Any, account: Console
     page.get_by_role("heading", name="CONSOLE_IMAGES").wait_for()
     page.get_by_text("sha256:").first.wait_for()
     shot(page, "11-images", docs=True)
+
+
+def _confirm(page: Any, sql: str, timeout_ms: int = 90_000) -> None:
+    """The open dialog shows ``sql``; confirm it and wait for SQL's answer."""
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(sql).wait_for()
+    dialog.locator("[data-testid=confirm-action]").click()
+    dialog.locator(".success-box").wait_for(timeout=timeout_ms)
+    assert dialog.get_by_text("Ran").is_visible()
+
+
+def test_scale_and_update_the_version_with_the_sql_they_ran(page: Any, account: ConsoleAccount) -> None:
+    sign_in_with_token(page, account, account.ops_token)
+    open_service(page, account)
+    try:
+        page.click("[data-action=scale]")
+        dialog = page.get_by_role("dialog")
+        dialog.locator("input[name=min_instances]").fill("2")
+        dialog.locator("input[name=max_instances]").fill("2")
+        _confirm(page, f"ALTER SERVICE {SERVICE} SET MIN_INSTANCES = 2 MAX_INSTANCES = 2;")
+        dialog.get_by_role("button", name="Close").click()
+        with account.connect() as conn:
+            shown = conn.execute("SELECT min_instances, max_instances FROM (SHOW SERVICES LIKE 'CONSOLE_SVC')").fetchall()
+            assert shown == [(2, 2)]
+        page.get_by_text("2 / 2").first.wait_for()
+
+        page.click("[data-action=update_version]")
+        dialog = page.get_by_role("dialog")
+        assert dialog.locator("select[name=version]").input_value() == "V2", "the other version is offered first"
+        _confirm(page, f"ALTER SERVICE {SERVICE} SET MODEL_VERSION = V2;")
+        shot(page, "12-updated-version")
+        dialog.get_by_role("button", name="Close").click()
+        page.locator(".version", has_text="V2").first.wait_for()
+        with account.connect() as conn:
+            assert conn.execute("SELECT model_version FROM (SHOW SERVICES LIKE 'CONSOLE_SVC')").fetchall() == [("V2",)]
+            assert conn.execute("SELECT console_svc!predict(21.0)").fetchall() == [(42.0,)]
+            versions = {r[0] for r in conn.execute("SELECT model_version FROM (SHOW SERVICE CONTAINERS IN SERVICE "
+                                                   "console_svc)").fetchall()}
+            assert versions == {"V2"}, versions
+    finally:
+        with account.connect() as conn:   # the module's other tests see the service as deployed
+            conn.execute("ALTER SERVICE console_svc SET MIN_INSTANCES = 1 MAX_INSTANCES = 1")
+            conn.execute("ALTER SERVICE console_svc SET MODEL_VERSION = v1")
+
+
+def test_drop_a_service_after_confirmation(page: Any, account: ConsoleAccount) -> None:
+    with account.connect() as conn:
+        conn.execute("ALTER SERVICE console_svc SET MIN_INSTANCES = 1 MAX_INSTANCES = 1")
+        Registry(conn).get_model("console_model").version("v1").create_service(
+            service_name="console_tmp", service_compute_pool="console_pool", image_repo="console_images")
+    page.goto(account.local_link)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("[data-testid=signed-in-as]")
+    page.goto(f"{account.url}#/services/DUCKSERVE.PUBLIC.CONSOLE_TMP")
+    page.wait_for_selector("h1:has-text('CONSOLE_TMP')")
+    page.click("[data-action=drop]")
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("This cannot be undone.").wait_for()
+    with account.connect() as conn:
+        assert conn.execute("SHOW SERVICES LIKE 'CONSOLE_TMP'").fetchall(), "nothing may run before the confirmation"
+    _confirm(page, "DROP SERVICE DUCKSERVE.PUBLIC.CONSOLE_TMP;", 60_000)
+    page.wait_for_url(re.compile(r"#/services$"))
+    page.get_by_role("link", name="CONSOLE_SVC").first.wait_for()
+    assert page.get_by_role("link", name="CONSOLE_TMP").count() == 0
+    with account.connect() as conn:
+        assert conn.execute("SHOW SERVICES LIKE 'CONSOLE_TMP'").fetchall() == []
+        assert conn.execute("SELECT console_svc!predict(1.0)").fetchall() == [(2.0,)]

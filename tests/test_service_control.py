@@ -26,21 +26,9 @@ from duckserve.engine.controller import controller_running
 from duckserve.model import CustomModel, ModelContext, inference_api
 from duckserve.registry import Registry
 from tests.conftest import rows
+from tests.custom_models import Busy, Plus
 
 pytestmark = pytest.mark.xdist_group("service_control")
-
-
-class Plus(CustomModel):
-    """``predict`` adds the version's offset (read from its artifact), so a row tells which version answered."""
-
-    def __init__(self, context: ModelContext) -> None:
-        super().__init__(context)
-        with open(self.context.path("offset")) as handle:
-            self.offset = float(handle.read())
-
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"Y": X["X"] + self.offset})
 
 
 class SlowFirst(CustomModel):
@@ -64,15 +52,6 @@ class Broken(CustomModel):
     @inference_api
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"Y": X["X"]})
-
-
-class Busy(CustomModel):
-    """``predict`` adds one and takes 50 ms per batch."""
-
-    @inference_api
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        time.sleep(0.05)
-        return pd.DataFrame({"Y": X["X"] + 1})
 
 
 def log_plus(reg: Registry, tmp: Path, version: str, offset: float) -> Any:

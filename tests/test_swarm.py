@@ -175,9 +175,11 @@ def test_scaling_is_the_replica_count_and_a_killed_task_loses_no_row(swarm: dict
     assert [c["status"] for c in containers] == ["READY", "READY"]
     assert len({c["endpoint"] for c in containers}) == 2
 
-    # a bigger table, so that the query is still running when a task dies
+    # a bigger table, so that the query is still running when a task dies (1M rows took under 0.6 s
+    # on a quiet machine: 3M take about 2 s)
+    total = 3_000_000
     conn.execute("CREATE TABLE big AS SELECT range AS id, random() AS f1, random() AS f2, random() AS f3 "
-                 "FROM range(1000000)")
+                 f"FROM range({total})")
     result: dict[str, Any] = {}
     victim = containers[1]
     thread = threading.Thread(target=lambda: result.update(got=predictions(conn, "big")), daemon=True)
@@ -189,7 +191,7 @@ def test_scaling_is_the_replica_count_and_a_killed_task_loses_no_row(swarm: dict
     assert not thread.is_alive()
     got = result["got"]
     frame = conn.execute("SELECT f1 AS F1, f2 AS F2, f3 AS F3 FROM big ORDER BY id").fetchdf()
-    assert len(got) == 1_000_000 and not np.isnan(got).any()
+    assert len(got) == total and not np.isnan(got).any()
     np.testing.assert_allclose(got, swarm["model"].predict(frame), rtol=1e-12, atol=1e-12)
     # Swarm replaced the killed task in its slot
     wait_for(lambda: len(running_tasks(service["ID"])) == 2, what="the replaced task")
