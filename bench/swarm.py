@@ -59,14 +59,7 @@ def label_node(pool: str, add: bool) -> None:
 
     engine = Engine()
     node_id = engine.info()["Swarm"]["NodeID"]
-    node = engine.node(node_id)
-    assert node is not None
-    labels = dict(node["Spec"].get("Labels") or {})
-    if add:
-        labels[pool_label(pool)] = "true"
-    else:
-        labels.pop(pool_label(pool), None)
-    engine.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
+    engine.label_node(node_id, pool_label(pool), add)
 
 
 def main() -> int:

@@ -66,18 +66,8 @@ def swarm_services(home: Path) -> list[dict[str, Any]]:
 
 
 def set_node_label(node_id: str, label: str, add: bool) -> None:
-    """Add ``label=true`` to a swarm node (a compute pool's label puts the node in the pool), or remove it;
-    a node that has left the swarm is passed over."""
-    docker = engine()
-    node = docker.node(node_id)
-    if node is None:
-        return
-    labels = dict(node["Spec"].get("Labels") or {})
-    if add:
-        labels[label] = "true"
-    else:
-        labels.pop(label, None)
-    docker.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Labels": labels})
+    """Add ``label=true`` to a swarm node or remove it; a node that has left the swarm is passed over."""
+    engine().label_node(node_id, label, add)
 
 
 def close_swarm_account(conn: Any, home: Path) -> None:

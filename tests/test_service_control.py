@@ -387,9 +387,10 @@ def test_load_scales_up_then_down_after_the_cool_down(account: Any) -> None:
         wait_for("the service to scale up to 3", lambda: len([
             c for c in rows(conn, "SHOW SERVICE CONTAINERS IN SERVICE auto_svc") if c["status"] == "READY"]) == 3,
             timeout=90)
-        served = answered[0]
-        wait_for("queries on 3 instances", lambda: answered[0] >= served + 2)
-        assert all(batches_answered(conn, "auto_svc", i) > 0 for i in (1, 2))  # the new instances serve
+        # the new instances serve (the queries in flight when they came up may have been sent to the
+        # first one alone, and a log line is written after its answer: waited for, not asserted at once)
+        wait_for("batches answered by the new instances",
+                 lambda: all(batches_answered(conn, "auto_svc", i) > 0 for i in (1, 2)), timeout=60)
     finally:
         stop.set()
         for loader in loaders:

@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -246,9 +247,29 @@ class Engine:
         response = self._request("GET", f"/nodes/{node_id}", f"inspect node {node_id[:12]}", ok=(200, 404))
         return response.json() if response.status_code == 200 else None
 
-    def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
-        self._request("POST", f"/nodes/{node_id}/update", f"update node {node_id[:12]}",
-                      params={"version": str(version)}, json=spec)
+    def label_node(self, node_id: str, label: str, add: bool) -> bool:
+        """Add ``label=true`` to a swarm node (a compute pool's label puts it in the pool) or remove it;
+        False when no such node is in the swarm. The update names the version it was read at, and a
+        node changes on its own (heartbeats, certificates): "update out of sequence" is read again."""
+        attempt = 0
+        while True:
+            node = self.node(node_id)
+            if node is None:
+                return False
+            labels = dict(node["Spec"].get("Labels") or {})
+            if add:
+                labels[label] = "true"
+            else:
+                labels.pop(label, None)
+            try:
+                self._request("POST", f"/nodes/{node_id}/update", f"update node {node_id[:12]}",
+                              params={"version": str(node["Version"]["Index"])}, json={**node["Spec"], "Labels": labels})
+                return True
+            except EngineError as exc:
+                attempt += 1
+                if "out of sequence" not in str(exc) or attempt == 20:
+                    raise
+                time.sleep(0.05)
 
     def services(self, **filters: list[str]) -> list[dict[str, Any]]:
         """Swarm services (``label=["k=v"]``, ``name=[...]``, ``id=[...]``)."""
